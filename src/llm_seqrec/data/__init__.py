@@ -1,0 +1,1 @@
+"""Raw-data readers, validation, splitting and negative sampling (no Kedro here)."""

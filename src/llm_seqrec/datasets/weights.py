@@ -1,0 +1,126 @@
+"""Datasets that never leave a half-written file behind.
+
+``TorchWeightsDataset`` stores a model as a folder holding ``config.json`` and
+``model.safetensors`` (weights only, never a pickled module), optionally versioned.
+``AtomicParquetDataset`` is a parquet file written to a temporary name and renamed into place.
+Both write to a sibling temporary path first and rename, so an interrupted save keeps the
+previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from safetensors.torch import load_file, save_file
+
+
+def _atomic_replace_dir(tmp_dir: Path, target: Path) -> None:
+    if target.exists():
+        backup = target.with_name(target.name + ".old")
+        shutil.rmtree(backup, ignore_errors=True)
+        target.rename(backup)
+        tmp_dir.rename(target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        tmp_dir.rename(target)
+
+
+class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
+    """A model as ``{"config": dict, "state_dict": dict[str, Tensor]}`` in a folder.
+
+    Example catalog entry::
+
+        sasrec_model:
+          type: llm_seqrec.datasets.TorchWeightsDataset
+          filepath: data/06_models/sasrec
+          versioned: true
+    """
+
+    def __init__(self, *, filepath: str, version: Version | None = None, metadata: dict | None = None) -> None:
+        super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=os.path.exists)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
+
+    def load(self) -> dict:
+        path = Path(self._get_load_path())
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if not config_file.is_file() or not weights_file.is_file():
+            raise DatasetError(f"{path} does not hold config.json and model.safetensors")
+        return {"config": json.loads(config_file.read_text()), "state_dict": load_file(str(weights_file))}
+
+    def save(self, data: dict) -> None:
+        if set(data) != {"config", "state_dict"}:
+            raise DatasetError(f"TorchWeightsDataset saves {{'config', 'state_dict'}}, got keys {sorted(data)}")
+        path = Path(self._get_save_path())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(data["config"], indent=2, sort_keys=True, default=str))
+            tensors = {k: v.detach().cpu().contiguous() for k, v in data["state_dict"].items()}
+            save_file(tensors, str(tmp / "model.safetensors"))
+            _atomic_replace_dir(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._invalidate_cache()
+
+    def _exists(self) -> bool:
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError:
+            return False
+        return (path / "model.safetensors").is_file()
+
+    def _invalidate_cache(self) -> None:
+        self._version_cache.clear()
+
+    def preview(self) -> dict:
+        """kedro-viz preview: the model's config and parameter count."""
+        data = self.load()
+        n = int(sum(t.numel() for t in data["state_dict"].values()))
+        return {"config": data["config"], "parameters": n}
+
+
+class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """A parquet file written to a temporary sibling and renamed, so readers never see half a file."""
+
+    def __init__(self, *, filepath: str, save_args: dict | None = None, metadata: dict | None = None) -> None:
+        self._filepath = Path(filepath)
+        self._save_args = save_args or {}
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self._filepath)
+
+    def save(self, data: pd.DataFrame) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self._filepath.name}.", dir=self._filepath.parent)
+        os.close(fd)
+        try:
+            data.to_parquet(tmp, index=False, **self._save_args)
+            os.replace(tmp, self._filepath)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def preview(self, nrows: int = 20) -> dict:
+        """kedro-viz preview: the first rows as a table."""
+        frame = self.load().head(nrows)
+        return frame.astype(str).to_dict(orient="split")
+
+
+__all__ = ["AtomicParquetDataset", "TorchWeightsDataset"]

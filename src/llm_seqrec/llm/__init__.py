@@ -1,0 +1,1 @@
+"""The frozen LLM backbone: loading, device and dtype choice, prompts, scoring and generation."""

