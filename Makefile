@@ -1,6 +1,6 @@
 # Two entry points: `make run` (the main job on the embedded default) and `make test`.
 # Both start from nothing but Python 3.11: they create .venv and install what they need.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,7 +11,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }
+	test -n "$(PYTHON)" || { echo "need python3.11 on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel first, so that the project's torch range is already satisfied.

@@ -77,9 +77,14 @@ def run_kedro(project: Path, pipelines: list[str], params: dict | None = None, e
 
 
 def csv_params(sample: Path, name: str = "amazon-scientific") -> dict:
+    """Runtime params reading ``sample``'s CSV files. Nested: ``KedroSession.create`` takes
+    ``runtime_params`` as they are, so a dotted key ("dataset.format") would stay one unknown
+    top-level key; only ``kedro run --params`` expands dots."""
     return {
-        "dataset.format": "csv",
-        "dataset.name": name,
-        "dataset.interactions": str(sample / "interactions.csv"),
-        "dataset.items": str(sample / "items.csv"),
+        "dataset": {
+            "format": "csv",
+            "name": name,
+            "interactions": str(sample / "interactions.csv"),
+            "items": str(sample / "items.csv"),
+        }
     }
