@@ -54,6 +54,7 @@ def kedro_project(tmp_path) -> Path:
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(REPO / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     (tmp_path / "conf" / "local").mkdir(exist_ok=True)
+    (tmp_path / "src").mkdir()  # bootstrap_project wants the source dir; the package itself is installed
     for layer in LAYERS:
         (tmp_path / "data" / layer).mkdir(parents=True)
     return tmp_path

@@ -70,7 +70,6 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
             _atomic_replace_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        self._invalidate_cache()
 
     def _exists(self) -> bool:
         try:
@@ -78,9 +77,6 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
         except DatasetError:
             return False
         return (path / "model.safetensors").is_file()
-
-    def _invalidate_cache(self) -> None:
-        self._version_cache.clear()
 
     def preview(self) -> dict:
         """kedro-viz preview: the model's config and parameter count."""

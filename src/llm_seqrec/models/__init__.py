@@ -1,0 +1,5 @@
+"""Pure torch models, no Kedro: each module one model with a plain ``forward``."""
+
+from llm_seqrec.models.sasrec import SASRec, SASRecConfig, left_pad
+
+__all__ = ["SASRec", "SASRecConfig", "left_pad"]

@@ -1,0 +1,164 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal transformer over a user's item sequence.
+
+Sequences are left-padded with item 0, so the most recent item is always the last column. Positions
+are counted back from that last column, which makes every state independent of how much padding
+precedes the sequence (a batch may be cut to its longest member). Output scores use the item
+embedding table itself (tied), so an item's ID embedding and its output vector are one and the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    n_items: int  # items are 1..n_items; 0 is padding
+    max_len: int = 200
+    hidden_size: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    # Dropout on attention probabilities. Off by default: on CPU it forces attention off the fused
+    # kernel and costs about 40% of a training step at max_len 200.
+    attention_dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SASRecConfig":
+        return cls(**data)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attention(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, attention_dropout: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.attention = CausalSelfAttention(hidden_size, num_heads, attention_dropout)
+        self.ffn_norm = nn.LayerNorm(hidden_size)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        self.item_embedding = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)
+        self.position_embedding = nn.Embedding(config.max_len, d)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(d, config.num_heads, config.dropout, config.attention_dropout) for _ in range(config.num_blocks)
+        )
+        self.final_norm = nn.LayerNorm(d)
+        # Xavier-normal on every matrix, as the reference implementation: with tied output embeddings,
+        # nn.Embedding's N(0, 1) start would give huge initial logits over thousands of items.
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+        with torch.no_grad():
+            self.item_embedding.weight[PAD].zero_()
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """States ``[B, L, d]`` for left-padded ``item_seq [B, L]``; padding positions come out as 0."""
+        length = item_seq.shape[1]
+        if length > self.config.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len={self.config.max_len}")
+        valid = item_seq != PAD
+        positions = torch.arange(length - 1, -1, -1, device=item_seq.device)
+        x = self.item_embedding(item_seq) * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
+        x = self.embedding_dropout(x * valid.unsqueeze(-1))
+        # Causal, and real positions never see padding; a padding position sees itself only, so that
+        # no attention row is empty (its output is discarded anyway).
+        causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=item_seq.device)
+        mask = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x) * valid.unsqueeze(-1)
+
+    def user_state(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """The state after the most recent item (last column), ``[B, d]``: the user's next-item query."""
+        return self.forward(item_seq)[:, -1]
+
+    def score_items(self, state: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, n_items + 1]`` of every item for ``state [B, d]``; column = item id, pad column -inf."""
+        scores = state @ self.item_embedding.weight.T
+        scores[:, PAD] = float("-inf")
+        return scores
+
+    def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item cross-entropy at every position whose target is not padding.
+
+        With ``negatives`` (item ids ``[S]``, shared by the batch) it is sampled softmax against those
+        instead of all items; a negative that equals a position's target is masked out there.
+        """
+        keep = targets != PAD
+        hidden = self.forward(item_seq)[keep]
+        targets = targets[keep]
+        if negatives is None:
+            return F.cross_entropy(hidden @ self.item_embedding.weight[1:].T, targets - 1)
+        positive = (hidden * self.item_embedding(targets)).sum(-1, keepdim=True)
+        negative = hidden @ self.item_embedding(negatives).T
+        negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+    def to_artifact(self) -> dict:
+        """``{"config", "state_dict"}`` for ``TorchWeightsDataset``: plain JSON and CPU tensors."""
+        return {"config": self.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_artifact(cls, artifact: dict) -> "SASRec":
+        model = cls(SASRecConfig.from_dict(artifact["config"]))
+        model.load_state_dict(artifact["state_dict"])
+        return model
+
+
+def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
+    """The last ``max_len`` items of each sequence, left-padded to the longest kept length ``[N, L]``."""
+    length = max(1, min(max_len, max((len(s) for s in sequences), default=1)))
+    out = torch.full((len(sequences), length), PAD, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        kept = list(seq)[-length:]
+        if kept:
+            out[row, length - len(kept):] = torch.as_tensor(kept, dtype=torch.long)
+    return out

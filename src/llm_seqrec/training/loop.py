@@ -1,0 +1,228 @@
+"""The one training loop every model in the project uses.
+
+``fit`` owns what is the same for every model: device, seeding, AdamW over the trainable parameters,
+gradient accumulation, validation every ``eval_every`` epochs with early stopping on a
+higher-is-better metric, the best weights, a per-epoch history, and resumable checkpoints. The model
+supplies only ``loss_fn``, ``make_batches`` and ``validate``.
+
+Checkpoints hold tensors and plain Python values only (loaded with ``weights_only=True``). A checkpoint
+is resumed only when the run it recorded is the same run: the same ``run_config`` from the caller (model
+configuration, a fingerprint of the data) and the same training settings, except those that do not
+change the epochs already done (``epochs``, ``patience``, ``progress``, ``checkpoint_dir``, ``device``).
+So raising ``epochs`` or ``patience`` continues a finished run, and repeating it returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from llm_seqrec.llm.device import choose_device
+from llm_seqrec.params import TrainingParams
+
+logger = logging.getLogger(__name__)
+
+# Settings that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "progress", "checkpoint_dir", "device"})
+
+
+@dataclass
+class FitResult:
+    # The trained part of the best ``state_dict`` (all but frozen parameters), as CPU tensors;
+    # the model holds these weights after ``fit``.
+    best_state_dict: dict[str, torch.Tensor]
+    history: list[dict]  # per epoch: epoch (1-based), loss (mean over batches), metric (None if not validated), seconds
+    best_metric: float | None  # None when no validation ran
+    best_epoch: int
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    make_batches: Callable[[int, torch.Generator], Iterable[Any]],
+    validate: Callable[[nn.Module], float] | None,
+    params: TrainingParams,
+    name: str,
+    run_config: dict | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` and return its best weights (by ``validate``, higher is better) and history.
+
+    ``make_batches(epoch, generator)`` yields the batches of an epoch (0-based), drawing any randomness
+    from ``generator``, which is seeded from ``params.seed`` and the epoch so an epoch's batches do not
+    depend on whether the run was resumed. Batches may be tensors or dicts, lists or tuples of them; they
+    are moved to the model's device. ``loss_fn(model, batch)`` returns the batch's mean loss.
+    ``validate(model)`` is called in eval mode without gradients every ``eval_every`` epochs; when no
+    validation ran (no ``validate``, or fewer epochs than ``eval_every``) the last weights are the result.
+    ``on_epoch_end(record)`` runs after the epoch's checkpoint is written.
+    ``run_config`` (JSON-serialisable) identifies the run for resuming, beside the training settings.
+    """
+    device = choose_device(params.device)
+    model.to(device)
+    seed_everything(params.seed)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=params.lr, weight_decay=params.weight_decay
+    )
+    config = _plain({"run": run_config or {}, "training": params.model_dump(exclude=RESUMABLE_CHANGES)})
+    checkpoint = Path(params.checkpoint_dir) / f"{name}.pt" if params.checkpoint_dir is not None else None
+
+    state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "history": []}
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved["config"] == config:
+            _load_trained_state(model, saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            _set_rng_state(saved["rng"])
+            state = {k: saved[k] for k in state}
+            logger.info("%s: resuming from %s after epoch %d", name, checkpoint, state["epoch"])
+        else:
+            logger.warning("%s: checkpoint %s is from a different configuration; starting afresh", name, checkpoint)
+
+    model.train()
+    while state["epoch"] < params.epochs and not _patience_spent(state, params):
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+        loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
+                            desc=f"{name} epoch {epoch + 1}/{params.epochs}")
+        metric = None
+        if validate is not None and (epoch + 1) % params.eval_every == 0:
+            model.eval()
+            with torch.no_grad():
+                metric = float(validate(model))
+            model.train()
+        state["epoch"] = epoch + 1
+        if metric is not None and (state["best_metric"] is None or metric > state["best_metric"]):
+            state["best_metric"], state["best_epoch"] = metric, epoch + 1
+            state["best_state"] = _trained_state(model, copy=True)
+        record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started}
+        state["history"].append(record)
+        logger.info("%s epoch %d: loss %.4f, metric %s, %.1fs", name, epoch + 1, loss,
+                    "-" if metric is None else f"{metric:.4f}", record["seconds"])
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {**state, "config": config, "model": _trained_state(model),
+                                          "optimizer": optimizer.state_dict(), "rng": _rng_state()})
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    if state["best_state"] is None:
+        state["best_state"], state["best_epoch"] = _trained_state(model, copy=True), state["epoch"]
+    _load_trained_state(model, state["best_state"])
+    model.eval()
+    return FitResult(state["best_state"], state["history"], state["best_metric"], state["best_epoch"])
+
+
+def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingParams, device, desc: str) -> float:
+    """One pass; gradients of ``grad_accumulation`` batches are averaged into each step (a trailing
+    partial group is stepped too, with proportionally smaller gradients)."""
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for batch in tqdm(batches, desc=desc, leave=False, disable=not params.progress):
+        loss = loss_fn(model, _to_device(batch, device))
+        (loss / params.grad_accumulation).backward()
+        total, count = total + loss.item(), count + 1
+        if count % params.grad_accumulation == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    if count % params.grad_accumulation:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if count == 0:
+        raise ValueError("make_batches yielded no batch")
+    return total / count
+
+
+def _patience_spent(state: dict, params: TrainingParams) -> bool:
+    """``patience`` epochs since the best one, judged at a validation (so no trained epoch goes unseen)."""
+    validated = bool(state["history"]) and state["history"][-1]["metric"] is not None
+    return validated and state["epoch"] - state["best_epoch"] >= params.patience
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _frozen_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def _trained_state(model: nn.Module, copy: bool = False) -> dict[str, torch.Tensor]:
+    """``state_dict`` without frozen parameters: a frozen LLM backbone is neither copied nor checkpointed."""
+    frozen = _frozen_names(model)
+    return {k: v.detach().to("cpu", copy=True) if copy else v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = _frozen_names(model)
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(f"state does not fit the model: missing {sorted(set(missing) - frozen)}, unexpected {sorted(unexpected)}")
+
+
+def _plain(value) -> Any:
+    """The JSON view of ``value`` (tuples become lists, paths strings), so configs compare after a reload."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; call it before building a model so its initial weights repeat."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    """Write to a temporary sibling and rename, so an interruption leaves the previous checkpoint whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+__all__ = ["FitResult", "fit", "seed_everything"]

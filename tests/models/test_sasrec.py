@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from llm_seqrec.datasets import TorchWeightsDataset
+from llm_seqrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from llm_seqrec.models import SASRec, SASRecConfig, left_pad
+
+N_ITEMS = 30
+
+
+def successor_sequences(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Sequences in which item i is always followed by item i + 1 (wrapping round after N_ITEMS)."""
+    starts = torch.randint(0, N_ITEMS, (n, 1), generator=generator)
+    return (starts + torch.arange(length)) % N_ITEMS + 1
+
+
+def small_model(**overrides) -> SASRec:
+    return SASRec(SASRecConfig(**{"n_items": N_ITEMS, "max_len": 12, "hidden_size": 16, "dropout": 0.0, **overrides}))
+
+
+def test_learns_successor_sequences():
+    generator = torch.Generator().manual_seed(0)
+    model = small_model(dropout=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        # Random-length histories, so positions near the start of the window are trained as well.
+        seq = successor_sequences(32, 11, generator)
+        seq[:, : int(torch.randint(0, 8, (1,), generator=generator))] = 0
+        loss = model.loss(seq[:, :-1], seq[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    model.eval()
+    held_out = successor_sequences(200, 6, generator)
+    with torch.no_grad():
+        scores = model.score_items(model.user_state(held_out[:, :-1]))
+    ranks = target_ranks(scores, held_out[:, -1]).numpy()
+    assert metrics_from_ranks(ranks, [10], "full")["ndcg@10"] > 0.95
+
+
+def test_later_items_do_not_change_earlier_states():
+    model = small_model().eval()
+    seq = torch.tensor([[0, 0, 3, 7, 1, 9, 4]])
+    changed = seq.clone()
+    changed[0, 5] = 22
+    with torch.no_grad():
+        before, after = model(seq), model(changed)
+    torch.testing.assert_close(before[:, :5], after[:, :5], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 5:], after[:, 5:])
+
+
+def test_states_do_not_depend_on_padding():
+    model = small_model().eval()
+    short = torch.tensor([[5, 6, 2]])
+    batch = left_pad([[5, 6, 2], [1, 2, 3, 4, 5, 6, 7, 8]], max_len=12)
+    with torch.no_grad():
+        alone, padded = model(short), model(batch)
+    torch.testing.assert_close(padded[:1, -3:], alone, rtol=1e-5, atol=1e-6)
+    assert torch.all(padded[0, :-3] == 0)
+
+
+def test_left_pad_keeps_the_most_recent_items():
+    padded = left_pad([[1, 2, 3, 4], [5]], max_len=3)
+    assert padded.tolist() == [[2, 3, 4], [0, 0, 5]]
+
+
+def test_sampled_softmax_over_every_item_equals_cross_entropy():
+    model = small_model()
+    seq = torch.tensor([[0, 0, 3, 7, 1, 9], [4, 5, 6, 7, 8, 9]])
+    targets = torch.tensor([[0, 0, 7, 1, 9, 2], [5, 6, 7, 8, 9, 10]])
+    every_item = torch.arange(1, N_ITEMS + 1)
+    torch.testing.assert_close(model.loss(seq, targets, every_item), model.loss(seq, targets))
+
+
+def test_scores_mask_padding_item():
+    model = small_model().eval()
+    with torch.no_grad():
+        scores = model.score_items(model.user_state(torch.tensor([[1, 2, 3]])))
+    assert scores.shape == (1, N_ITEMS + 1)
+    assert scores[0, 0] == float("-inf") and torch.isfinite(scores[0, 1:]).all()
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_artifact_round_trip_gives_identical_scores(tmp_path, num_heads):
+    model = small_model(num_heads=num_heads, num_blocks=3, attention_dropout=0.1).eval()
+    dataset = TorchWeightsDataset(filepath=str(tmp_path / "sasrec"))
+    dataset.save(model.to_artifact())
+    restored = SASRec.from_artifact(dataset.load()).eval()
+    assert restored.config == model.config
+    seq = left_pad([[1, 2, 3], [4, 5, 6, 7, 8]], max_len=12)
+    with torch.no_grad():
+        expected = model.score_items(model.user_state(seq))
+        actual = restored.score_items(restored.user_state(seq))
+    assert torch.equal(actual, expected)
+
+
+def test_rejects_sequences_longer_than_max_len():
+    with pytest.raises(ValueError, match="max_len"):
+        small_model()(torch.ones(1, 13, dtype=torch.long))
+
+
+def test_padding_rows_in_loss_are_ignored():
+    model = small_model()
+    seq, targets = torch.tensor([[0, 0, 3, 7]]), torch.tensor([[0, 0, 7, 1]])
+    wider_seq = torch.cat([torch.zeros(1, 5, dtype=torch.long), seq], 1)
+    wider_targets = torch.cat([torch.zeros(1, 5, dtype=torch.long), targets], 1)
+    np.testing.assert_allclose(model.loss(seq, targets).item(), model.loss(wider_seq, wider_targets).item(), rtol=1e-6)

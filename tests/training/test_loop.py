@@ -1,0 +1,201 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_seqrec.params import TrainingParams
+from llm_seqrec.training import fit, seed_everything
+
+FEATURES = 4
+
+
+def training_params(**overrides) -> TrainingParams:
+    return TrainingParams(**{"epochs": 6, "batch_size": 8, "lr": 0.05, "patience": 3, "device": "cpu",
+                             "progress": False, **overrides})
+
+
+def mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return F.mse_loss(model(x).squeeze(-1), y)
+
+
+def regression_data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, FEATURES, generator=torch.Generator().manual_seed(1))
+    return x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
+
+
+def shuffled_batches(batch_size: int):
+    x, y = regression_data()
+
+    def make_batches(epoch: int, generator: torch.Generator):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            yield x[rows], y[rows]
+
+    return make_batches
+
+
+def negative_mse(model: nn.Module) -> float:
+    return -mse(model, regression_data(16)).item()
+
+
+def dropout_model() -> nn.Module:
+    """Dropout makes the trajectory depend on torch's global RNG, which a resume must restore."""
+    seed_everything(42)
+    return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def assert_same_result(actual, expected) -> None:
+    assert without_seconds(actual.history) == without_seconds(expected.history)
+    assert (actual.best_metric, actual.best_epoch) == (expected.best_metric, expected.best_epoch)
+    assert actual.best_state_dict.keys() == expected.best_state_dict.keys()
+    for key, value in expected.best_state_dict.items():
+        assert torch.equal(actual.best_state_dict[key], value), key
+
+
+def test_early_stopping_keeps_the_best_weights():
+    metrics = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9, 0.9])
+    weights_by_epoch = {}
+    model = nn.Linear(FEATURES, 1)
+
+    def remember(record: dict) -> None:
+        weights_by_epoch[record["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, mse, shuffled_batches(8), lambda m: next(metrics), training_params(epochs=10, patience=3),
+                 "early", on_epoch_end=remember)
+
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    assert (result.best_epoch, result.best_metric) == (2, 0.5)
+    for key, value in weights_by_epoch[2].items():
+        assert torch.equal(result.best_state_dict[key], value)
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_early_stopping_waits_for_a_validation():
+    metrics = iter([0.5, 0.4, 0.3, 0.2])
+    result = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: next(metrics),
+                 training_params(epochs=20, eval_every=2, patience=3), "judged")
+    assert [r["metric"] for r in result.history] == [None, 0.5, None, 0.4, None, 0.3]
+    assert (result.best_epoch, result.best_metric) == (2, 0.5)
+
+
+def test_validation_only_every_eval_every_epochs():
+    calls = []
+    result = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: calls.append(1) or float(len(calls)),
+                 training_params(epochs=6, eval_every=2), "every")
+    assert [r["metric"] for r in result.history] == [None, 1.0, None, 2.0, None, 3.0]
+    assert result.best_epoch == 6
+
+
+def test_without_validation_the_last_weights_win():
+    model = nn.Linear(FEATURES, 1)
+    result = fit(model, mse, shuffled_batches(8), None, training_params(epochs=3), "last")
+    assert result.best_metric is None and result.best_epoch == 3
+    assert all(r["metric"] is None for r in result.history)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    x, y = regression_data(16)
+
+    def run(batch_size: int, accumulation: int) -> nn.Module:
+        seed_everything(0)
+        model = nn.Linear(FEATURES, 1)
+        batches = lambda epoch, generator: [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, 16, batch_size)]
+        fit(model, mse, batches, None, training_params(epochs=1, grad_accumulation=accumulation), "accumulate")
+        return model
+
+    accumulated, whole = run(8, 2), run(16, 1)
+    untrained = (seed_everything(0), nn.Linear(FEATURES, 1))[1]
+    assert not torch.allclose(whole.weight, untrained.weight)
+    torch.testing.assert_close(accumulated.weight, whole.weight)
+    torch.testing.assert_close(accumulated.bias, whole.bias)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(epoch: int):
+    def callback(record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise Interrupt
+
+    return callback
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    params = training_params(epochs=6, patience=10)
+    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "resume")
+
+    checkpointed = params.model_copy(update={"checkpoint_dir": tmp_path})
+    with pytest.raises(Interrupt):
+        fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume",
+            on_epoch_end=interrupt_after(2))
+    resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume")
+    assert_same_result(resumed, expected)
+
+
+def test_more_epochs_continue_a_finished_run(tmp_path, caplog):
+    params = training_params(epochs=6, patience=10)
+    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "longer")
+
+    checkpointed = params.model_copy(update={"checkpoint_dir": tmp_path})
+    fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed.model_copy(update={"epochs": 3}), "longer")
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.training.loop"):
+        resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "longer")
+    assert "resuming" in caplog.text and "after epoch 3" in caplog.text
+    assert_same_result(resumed, expected)
+
+
+def test_a_finished_run_returns_at_once(tmp_path):
+    params = training_params(epochs=4, checkpoint_dir=tmp_path)
+    first = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "finished")
+
+    def no_batches(epoch, generator):
+        raise AssertionError("a finished run must not train again")
+
+    model = dropout_model()
+    again = fit(model, mse, no_batches, negative_mse, params, "finished")
+    assert_same_result(again, first)
+    for key, value in first.best_state_dict.items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
+    params = training_params(epochs=2, checkpoint_dir=tmp_path)
+    fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "changed", run_config={"hidden": 16})
+    with caplog.at_level(logging.WARNING, logger="llm_seqrec.training.loop"):
+        result = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params.model_copy(update={"lr": 0.01}),
+                     "changed", run_config={"hidden": 16})
+    assert "different configuration" in caplog.text
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert not list(tmp_path.glob(".changed.pt.*")), "no temporary checkpoint file is left behind"
+
+
+def test_frozen_parameters_are_neither_trained_nor_stored(tmp_path):
+    def partly_frozen() -> nn.Module:
+        seed_everything(0)
+        model = nn.Sequential(nn.Linear(FEATURES, 8), nn.Linear(8, 1))
+        model[0].requires_grad_(False)
+        return model
+
+    params = training_params(epochs=2, checkpoint_dir=tmp_path)
+    model = partly_frozen()
+    frozen = model[0].weight.clone()
+    result = fit(model, mse, shuffled_batches(8), negative_mse, params, "frozen")
+    assert torch.equal(model[0].weight, frozen)
+    assert set(result.best_state_dict) == {"1.weight", "1.bias"}
+    saved = torch.load(tmp_path / "frozen.pt", weights_only=True)
+    assert set(saved["model"]) == set(saved["best_state"]) == {"1.weight", "1.bias"}
+
+    resumed_model = partly_frozen()
+    resumed = fit(resumed_model, mse, shuffled_batches(8), negative_mse, params.model_copy(update={"epochs": 3}), "frozen")
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert torch.equal(resumed_model[0].weight, frozen)
