@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from kedro.framework.hooks import hook_impl
-from kedro.framework.project import pipelines as registered_pipelines
 from pydantic import ValidationError
 
 from llm_seqrec.params import ProjectParams
@@ -53,13 +52,13 @@ class UpstreamCheckHook:
                 missing.append(name)
         if not missing:
             return
+        # Kedro loads only the selected pipelines; the registry knows every stage's outputs.
+        from llm_seqrec.pipeline_registry import register_pipelines
+
+        stages = register_pipelines()
         lines = []
         for name in missing:
-            makers = [
-                stage
-                for stage in STAGES
-                if stage in registered_pipelines and name in registered_pipelines[stage].all_outputs()
-            ]
+            makers = [stage for stage in STAGES if name in stages[stage].all_outputs()]
             hint = f"run `kedro run --pipelines={makers[0]}` first" if makers else "it is not made by any pipeline"
             lines.append(f"  - {name}: {hint}")
         raise FileNotFoundError("Upstream datasets are missing:\n" + "\n".join(lines))

@@ -1,0 +1,21 @@
+"""Popularity: an item's score is how often it was interacted with before the split's targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from llm_seqrec.data.schema import split_inputs
+
+
+def item_counts(user_sequences: pd.DataFrame, split: str, n_items: int) -> np.ndarray:
+    """Interaction counts ``[n_items + 1]`` (index = item_idx, 0 = padding, always 0) over every user's
+    input for ``split``: train items for 'valid'; train items and validation targets for 'test'.
+    No split's target, and nothing after it, is ever counted."""
+    inputs, _ = split_inputs(user_sequences, split)
+    flat = np.fromiter((item for items in inputs for item in items), dtype=np.int64)
+    counts = np.bincount(flat, minlength=n_items + 1).astype(np.float64)
+    if len(counts) > n_items + 1:
+        raise ValueError(f"user_sequences holds item_idx {len(counts) - 1}, beyond n_items={n_items}")
+    counts[0] = 0.0
+    return counts

@@ -1,0 +1,89 @@
+"""Thin nodes: validate the parameter section, call the library, return the artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from llm_seqrec.data.schema import SPLITS
+from llm_seqrec.evaluation.protocol import (
+    evaluation_user_sets,
+    full_ranking_rows,
+    llm_user_sample,
+    metrics_table,
+    sampled_rows,
+)
+from llm_seqrec.evaluation.report import metrics_figure, metrics_markdown
+from llm_seqrec.llm.backbone import load_backbone
+from llm_seqrec.llm.scoring import zeroshot_scores
+from llm_seqrec.models.popularity import item_counts
+from llm_seqrec.params import BackboneParams, DatasetParams, EvaluationParams
+
+
+def _same_scores_for_everyone(scores: torch.Tensor) -> Callable[[list[list[int]]], torch.Tensor]:
+    return lambda inputs: scores.expand(len(inputs), -1)
+
+
+def score_popularity(
+    user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame, evaluation: dict
+) -> pd.DataFrame:
+    """``pop_scores``: both protocols, both splits, every user."""
+    params = EvaluationParams.model_validate(evaluation)
+    n_items = int(item_catalog["item_idx"].max())
+    tables = []
+    for split in SPLITS:
+        counts = item_counts(user_sequences, split, n_items)
+        score_fn = _same_scores_for_everyone(torch.from_numpy(counts))
+        tables.append(full_ranking_rows(score_fn, user_sequences, split, params.exclude_seen))
+        rows = eval_candidates[eval_candidates["split"] == split]
+        tables.append(sampled_rows([counts[np.asarray(c, dtype=np.int64)] for c in rows["candidates"]], rows))
+    return pd.concat(tables, ignore_index=True)
+
+
+def score_llm_zeroshot(
+    user_sequences: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    eval_candidates: pd.DataFrame,
+    evaluation: dict,
+    backbone: dict,
+) -> pd.DataFrame:
+    """``llm_zeroshot_scores``: the frozen LLM, sampled protocol, both splits, the LLM user sample."""
+    params = EvaluationParams.model_validate(evaluation)
+    backbone_params = BackboneParams.model_validate(backbone)
+    users = llm_user_sample(user_sequences, params.llm_user_sample, params.seed)
+    rows = eval_candidates[eval_candidates["user_idx"].isin(users)].reset_index(drop=True)
+    llm = load_backbone(**backbone_params.loader_kwargs())
+    scores = zeroshot_scores(
+        llm.model,
+        llm.tokenizer,
+        user_sequences,
+        item_catalog,
+        rows,
+        recent_items=params.zeroshot_recent_items,
+        max_item_chars=backbone_params.max_item_chars,
+        length_normalize=params.zeroshot_length_normalize,
+        progress=params.progress,
+    )
+    return sampled_rows(scores, rows)
+
+
+def compute_metrics(
+    user_sequences: pd.DataFrame, dataset: dict, evaluation: dict, **score_tables: pd.DataFrame
+) -> pd.DataFrame:
+    """``metrics``: every model on all users and on the LLM user sample, where it scored them."""
+    params = EvaluationParams.model_validate(evaluation)
+    user_sets = evaluation_user_sets(user_sequences, params.llm_user_sample, params.seed)
+    return metrics_table(score_tables, DatasetParams.model_validate(dataset).name, params.ks, user_sets)
+
+
+def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> str:
+    params = EvaluationParams.model_validate(evaluation)
+    return metrics_markdown(metrics, exclude_seen=params.exclude_seen, n_negatives=params.n_negatives)
+
+
+def plot_metrics(metrics: pd.DataFrame) -> Figure:
+    return metrics_figure(metrics)

@@ -1,0 +1,38 @@
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import compute_metrics, plot_metrics, render_metrics_table, score_llm_zeroshot, score_popularity
+
+# Every model whose ``<model>_scores`` the metrics cover; a stage that adds a model adds its name here.
+SCORED_MODELS = ("pop", "sasrec", "llm_zeroshot")
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                score_popularity,
+                ["user_sequences", "item_catalog", "eval_candidates", "params:evaluation"],
+                "pop_scores",
+                name="score_popularity",
+            ),
+            Node(
+                score_llm_zeroshot,
+                ["user_sequences", "item_catalog", "eval_candidates", "params:evaluation", "params:backbone"],
+                "llm_zeroshot_scores",
+                name="score_llm_zeroshot",
+            ),
+            Node(
+                compute_metrics,
+                {
+                    "user_sequences": "user_sequences",
+                    "dataset": "params:dataset",
+                    "evaluation": "params:evaluation",
+                    **{model: f"{model}_scores" for model in SCORED_MODELS},
+                },
+                "metrics",
+                name="compute_metrics",
+            ),
+            Node(render_metrics_table, ["metrics", "params:evaluation"], "metrics_table", name="render_metrics_table"),
+            Node(plot_metrics, "metrics", "metrics_plot", name="plot_metrics"),
+        ]
+    )

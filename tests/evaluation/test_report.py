@@ -1,0 +1,41 @@
+import pandas as pd
+
+from llm_seqrec.evaluation.protocol import METRIC_COLUMNS
+from llm_seqrec.evaluation.report import metrics_figure, metrics_markdown
+
+
+def metrics() -> pd.DataFrame:
+    rows = []
+    for users, n in (("all", 300), ("sample8", 8)):
+        for model in ("pop", "sasrec"):
+            for split in ("valid", "test"):
+                rows += [("ml-1m", model, "full", split, m, 0.1, users, n) for m in ("hr@10", "ndcg@10", "mrr")]
+                sampled = ("hr@1", "ndcg@5", "mrr", "auc")
+                rows += [("ml-1m", model, "sampled", split, m, 0.2, users, n) for m in sampled]
+    for split in ("valid", "test"):
+        rows += [("ml-1m", "llm_zeroshot", "sampled", split, m, 0.3, "sample8", 8) for m in ("hr@1", "auc")]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def test_markdown_names_dataset_protocol_split_and_users_of_every_table():
+    text = metrics_markdown(metrics(), exclude_seen=False, n_negatives=20)
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(headings) == 8  # 2 protocols x 2 splits x 2 user sets
+    assert all("ml-1m" in h and " split" in h and "ranking" in h and "n = " in h for h in headings)
+    assert headings[0] == "## ml-1m · full ranking · valid split · all users (n = 300)"
+    assert "kept in the ranking" in text and "20 seeded negatives" in text
+    heading = "## ml-1m · sampled ranking · test split · seeded user sample 'sample8' (n = 8)"
+    table = text.split(heading)[1].split("\n## ")[0]
+    assert "| model | hr@1 | ndcg@5 | mrr | auc |" in table
+    assert "| llm_zeroshot | 0.3000 |" in table and "| pop | 0.2000 |" in table
+
+
+def test_figure_panels_use_the_largest_user_set_every_model_is_reported_on():
+    figure = metrics_figure(metrics())
+    axes = figure.get_axes()
+    assert len(axes) == 3
+    assert all("test split" in ax.get_title() for ax in axes)
+    # Full ranking: only pop and sasrec, both on all users. Sampled: the LLM model joins on its sample.
+    assert "all users (n = 300)" in axes[0].get_title() and "all users" in axes[1].get_title()
+    assert "'sample8' (n = 8)" in axes[2].get_title()
+    assert [t.get_text() for t in axes[2].get_xticklabels()] == ["pop", "sasrec", "llm_zeroshot"]
