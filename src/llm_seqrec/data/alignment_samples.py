@@ -49,7 +49,9 @@ def quantile_buckets(values: np.ndarray, n_buckets: int) -> np.ndarray:
     values = np.asarray(values)
     if n_buckets == 1 or len(np.unique(values)) == 1:
         return np.zeros(len(values), dtype=np.int64)
-    return pd.qcut(values, q=n_buckets, labels=False, duplicates="drop").astype(np.int64)
+    codes = pd.qcut(values, q=n_buckets, labels=False, duplicates="drop")
+    # An interpolated edge can fall between two integers and leave a bucket empty: number the rest 0, 1, ...
+    return np.unique(codes, return_inverse=True)[1].astype(np.int64)
 
 
 def even_quotas(available: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:

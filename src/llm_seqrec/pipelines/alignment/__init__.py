@@ -1,4 +1,4 @@
-"""The alignment stage (see DESIGN.md); its nodes arrive with their issue."""
+"""The alignment stage: RA-Rec's tailored samples, aligner, aligned item embeddings and ``ra_rec`` scores."""
 
 from .pipeline import create_pipeline
 
