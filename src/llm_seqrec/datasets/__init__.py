@@ -1,5 +1,16 @@
-"""Custom Kedro datasets: model weights as safetensors + config, written atomically."""
+"""Custom Kedro datasets: model weights as safetensors + config, PEFT adapters as ``save_pretrained``
+folders, and parquet files, written atomically; the summary cache as a folder of atomically written
+parquet parts."""
 
+from llm_seqrec.datasets.metrics import MetricsCSVDataset
+from llm_seqrec.datasets.peft_adapter import PeftAdapterDataset
+from llm_seqrec.datasets.summary_cache import SummaryCacheDataset
 from llm_seqrec.datasets.weights import AtomicParquetDataset, TorchWeightsDataset
 
-__all__ = ["AtomicParquetDataset", "TorchWeightsDataset"]
+__all__ = [
+    "AtomicParquetDataset",
+    "MetricsCSVDataset",
+    "PeftAdapterDataset",
+    "SummaryCacheDataset",
+    "TorchWeightsDataset",
+]

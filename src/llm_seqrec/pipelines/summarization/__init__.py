@@ -1,4 +1,4 @@
-"""The summarization stage (see DESIGN.md); its nodes arrive with their issue."""
+"""The summarization stage (LLM-TRSR): blocks of each history, their LLM summaries (cached), a leakage check."""
 
 from .pipeline import create_pipeline
 

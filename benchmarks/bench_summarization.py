@@ -1,0 +1,115 @@
+"""Summarisation speed on real Amazon Scientific histories.
+
+1. The same block prompts generated as batches (left-padded, length-sorted, KV cache) and one at a
+   time: generated tokens per second of each, their ratio, and whether the greedy outputs agree.
+2. Summaries per minute of each method (hierarchical, recurrent) through the cached driver, on a
+   fresh cache.
+
+    OMP_NUM_THREADS=2 .venv/bin/python -u benchmarks/bench_summarization.py --prompts 16 --users 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llm_seqrec.datasets.summary_cache import SummaryCache
+from llm_seqrec.llm.backbone import load_backbone
+from llm_seqrec.llm.generation import GenerationSettings, chat_prompt, generate, generate_chat
+from llm_seqrec.llm.summarize import Request, Templates, history_blocks, item_lines, summarize
+from llm_seqrec.params import SummarizationParams
+
+AMAZON = Path(os.environ.get("LLM_SEQREC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets/amazon-scientific"
+
+
+def amazon_histories(min_length: int) -> tuple[list[list[int]], dict[int, str]]:
+    """Users' item histories in time order (at least ``min_length`` items) and each item's text."""
+    inter = pd.read_csv(AMAZON / "interactions.csv").sort_values(["user_id", "timestamp"], kind="stable")
+    histories = [h for h in inter.groupby("user_id")["item_id"].apply(list) if len(h) >= min_length]
+    items = pd.read_csv(AMAZON / "items.csv").fillna("")
+    texts = {
+        int(row.item_id): f"{row.title}; brand: {row.brand}; categories: {row.categories}; description: {row.description}"
+        for row in items.itertuples()
+    }
+    return histories, texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=16, help="block prompts for the batched vs one-at-a-time comparison")
+    parser.add_argument("--users", type=int, default=6, help="users summarised (test cutoff) per method")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    params = SummarizationParams()
+    templates = Templates(version=params.prompt_version, **params.templates.model_dump())
+    backbone = load_backbone()
+    print(f"model {backbone.name} on {backbone.device} in {backbone.dtype}, torch threads {torch.get_num_threads()}")
+
+    histories, texts = amazon_histories(min_length=params.block_size * 2 + 2)
+    rng = np.random.default_rng(args.seed)
+    chosen = [histories[i] for i in rng.choice(len(histories), size=max(args.users, args.prompts // 2), replace=False)]
+    inputs = [h[:-1] for h in chosen]  # the test cutoff: everything before the last item
+    blocks = [history_blocks(h, params.block_size, params.max_blocks) for h in inputs]
+    lines = item_lines({i: texts[i] for h in inputs for i in h}, backbone.tokenizer, params.item_tokens)
+
+    # 1. batched vs one at a time, on the same block prompts
+    block_messages = [
+        templates.block.format(items="\n".join(f"{n}. {lines[i]}" for n, i in enumerate(b, start=1)))
+        for user_blocks in blocks for b in user_blocks
+    ][: args.prompts]
+    prompts = [chat_prompt(backbone, m, templates.system) for m in block_messages]
+    # The configured decoding (greedy, n-gram ban), with this run's budget.
+    settings = GenerationSettings(
+        **{**params.generation.model_dump(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    )
+    one = dataclasses.replace(settings, batch_size=1)
+    generate(backbone, prompts[:2], settings)  # warm-up
+    began = time.perf_counter()
+    batched = generate(backbone, prompts, settings)
+    batched_s = time.perf_counter() - began
+    began = time.perf_counter()
+    single = [generate(backbone, [p], one)[0] for p in prompts]
+    single_s = time.perf_counter() - began
+    new_tokens = sum(g.tokens_out for g in batched)
+    prompt_tokens = sum(g.tokens_in for g in batched)
+    same = sum(a.text == b.text for a, b in zip(batched, single, strict=True))
+    print(f"\n{len(prompts)} block prompts, {prompt_tokens} prompt tokens (mean {prompt_tokens / len(prompts):.0f}), "
+          f"{new_tokens} generated tokens, max_new_tokens {args.max_new_tokens}")
+    print(f"  batched (batch {args.batch_size}): {batched_s:7.1f} s  {new_tokens / batched_s:7.1f} generated tokens/s")
+    print(f"  one at a time:        {single_s:7.1f} s  {sum(g.tokens_out for g in single) / single_s:7.1f} generated tokens/s")
+    print(f"  speed-up: {single_s / batched_s:.1f}x   identical greedy outputs: {same}/{len(prompts)}")
+
+    # 2. summaries per minute of each method, through the driver, on a fresh cache
+    requests = [Request(u, "test", tuple(map(tuple, b))) for u, b in enumerate(blocks[: args.users])]
+    print(f"\n{len(requests)} users, {sum(len(b) for b in blocks[: args.users])} blocks "
+          f"(block_size {params.block_size}, max_blocks {params.max_blocks})")
+    for method in ("hierarchical", "recurrent"):
+        with tempfile.TemporaryDirectory() as folder:
+            cache = SummaryCache(folder)
+            began = time.perf_counter()
+            out = summarize(
+                requests, method=method, templates=templates, lines=lines,
+                generate_fn=lambda messages: generate_chat(backbone, messages, settings, system=templates.system),
+                model=backbone.name, generation=settings.identity(), known=cache.summaries(),
+                on_chunk=cache.append, chunk_size=params.chunk_size, progress=False,
+            )
+            seconds = time.perf_counter() - began
+            made = cache.to_frame()
+        print(f"  {method:12s}: {len(made):3d} summaries in {seconds:6.1f} s = {60 * len(made) / seconds:6.1f} summaries/min "
+              f"({60 * len(out) / seconds:5.1f} user summaries/min, {made['tokens_out'].mean():.0f} tokens out per summary)")
+        print(f"    e.g. user 0: {out['summary'].iloc[0][:300]!r}")
+
+
+if __name__ == "__main__":
+    main()
