@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from kedro.framework.hooks import hook_impl
@@ -52,10 +53,10 @@ class UpstreamCheckHook:
                 missing.append(name)
         if not missing:
             return
-        # Kedro loads only the selected pipelines; the registry knows every stage's outputs.
-        from llm_seqrec.pipeline_registry import register_pipelines
-
-        stages = register_pipelines()
+        # Kedro's registry holds only the selected pipelines here; each stage module knows its outputs.
+        stages = {
+            stage: importlib.import_module(f"llm_seqrec.pipelines.{stage}").create_pipeline() for stage in STAGES
+        }
         lines = []
         for name in missing:
             makers = [stage for stage in STAGES if name in stages[stage].all_outputs()]
