@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test benchmark viz clean-venv
+.PHONY: setup run test viz clean-venv
 
 setup: $(STAMP)
 
@@ -26,9 +26,6 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-
-benchmark: setup
-	$(BIN)/python benchmarks/run_all.py
 
 viz: setup
 	$(BIN)/kedro viz build

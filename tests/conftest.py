@@ -48,16 +48,25 @@ def amazon_sample(tmp_path_factory, amazon_dir) -> Path:
     return out
 
 
+def make_kedro_project(root: Path) -> Path:
+    """A throwaway copy of the project (pyproject + conf) with empty data layers, in ``root``."""
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    (root / "src").mkdir()  # bootstrap_project wants the source folder; the package itself is installed
+    for layer in LAYERS:
+        (root / "data" / layer).mkdir(parents=True)
+    return root
+
+
 @pytest.fixture
 def kedro_project(tmp_path) -> Path:
-    """A throwaway copy of the project (pyproject + conf) with empty data layers."""
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(REPO / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir(exist_ok=True)
-    (tmp_path / "src").mkdir()  # bootstrap_project wants the source dir; the package itself is installed
-    for layer in LAYERS:
-        (tmp_path / "data" / layer).mkdir(parents=True)
-    return tmp_path
+    return make_kedro_project(tmp_path)
+
+
+def layer_path(project: Path, layer: str, name: str, dataset: str = "amazon-scientific") -> Path:
+    """Where the catalog puts ``name`` of ``dataset`` in ``layer`` (data/<layer>/<dataset>/<name>)."""
+    return project / "data" / layer / dataset / name
 
 
 def run_kedro(project: Path, pipelines: list[str], params: dict | None = None, env: str = "test", **run_kwargs):

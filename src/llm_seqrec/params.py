@@ -7,6 +7,7 @@ plain dicts from Kedro and turn their section into the model with ``Section.mode
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,7 @@ class EvaluationParams(Strict):
     llm_user_sample: int | None = Field(200, ge=1)  # users scored by LLM models; None = all
     zeroshot_recent_items: int = Field(10, ge=1)
     zeroshot_length_normalize: bool = True  # mean log-likelihood per title token instead of the sum
+    progress: bool = True  # progress bars over users while LLM models score
 
     @field_validator("ks")
     def _positive(cls, ks: list[int]) -> list[int]:
@@ -84,6 +86,10 @@ class BackboneParams(Strict):
         if self.path is not None and self.gguf_file is not None and not (self.path / self.gguf_file).is_file():
             raise ValueError(f"backbone.gguf_file={self.gguf_file!r} is not a file in {str(self.path)!r}")
         return self
+
+    def loader_kwargs(self) -> dict:
+        """The arguments of ``llm.backbone.load_backbone``."""
+        return self.model_dump(include={"path", "gguf_file", "dtype", "device"})
 
 
 class TrainingParams(Strict):
@@ -111,6 +117,7 @@ class SASRecParams(Strict):
     num_blocks: int = Field(2, ge=1)
     num_heads: int = Field(1, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    attention_dropout: float = Field(0.0, ge=0, lt=1)  # on attention probabilities; costly on CPU
     loss: Literal["ce", "sampled_softmax"] = "ce"
     n_sampled_negatives: int = Field(256, ge=1)
     training: TrainingParams = TrainingParams()
@@ -122,6 +129,249 @@ class SASRecParams(Strict):
         return self
 
 
+class SummaryTemplatesParams(Strict):
+    """LLM-TRSR's prompts (``summarization.templates``): user turns, sent in the model's chat template.
+
+    These defaults hold where an environment replaces the whole ``summarization`` section (conf/test);
+    conf/base/parameters_summarization.yml spells them out for editing.
+    """
+
+    system: str = "You summarise a shopper's preferences from the items they chose. Answer in two or three sentences."
+    block: str = "Here are items a user chose, oldest first:\n{items}\nSummarise this user's preferences."
+    merge: str = (
+        "Here are summaries of one user's preferences over successive periods, oldest first:\n{summaries}\n"
+        "Combine them into one summary of the user's preferences."
+    )
+    update: str = (
+        "Summary of a user's preferences so far:\n{summary}\nItems the user chose next, oldest first:\n{items}\n"
+        "Update the summary with the new items."
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> "SummaryTemplatesParams":
+        wanted = {"system": set(), "block": {"items"}, "merge": {"summaries"}, "update": {"summary", "items"}}
+        for name, fields in wanted.items():
+            found = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
+            if found != fields:
+                raise ValueError(
+                    f"summarization.templates.{name} must use the placeholders {sorted(fields)} and no others "
+                    f"(found {sorted(found)}; write a literal brace as {{{{ or }}}})"
+                )
+        return self
+
+
+class SummaryGenerationParams(Strict):
+    """Decoding for summaries (``summarization.generation``); greedy unless ``do_sample``."""
+
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(16, ge=1)
+    do_sample: bool = False
+    # SmolLM2-135M's greedy summaries loop ("a variety of products, including a variety of ...");
+    # banning repeated 3-grams keeps them on the items and stays deterministic.
+    no_repeat_ngram_size: int = Field(3, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class SummarizationParams(Strict):
+    """LLM-TRSR's history summaries (``summarization.*``)."""
+
+    method: Literal["hierarchical", "recurrent"] = "hierarchical"
+    block_size: int = Field(5, ge=1)
+    max_blocks: int = Field(4, ge=1)  # the most recent blocks kept
+    item_tokens: int = Field(48, ge=4)  # tokens of an item's text shown in a prompt
+    train_users: int | None = Field(200, ge=0)  # seeded users summarised at the train cutoff; None = all
+    seed: int = 42
+    chunk_size: int = Field(64, ge=1)  # summaries per persisted cache part
+    progress: bool = True
+    prompt_version: str = Field("v1", min_length=1)
+    templates: SummaryTemplatesParams = SummaryTemplatesParams()
+    generation: SummaryGenerationParams = SummaryGenerationParams()
+
+
+class AlignmentParams(Strict):
+    """RA-Rec (``alignment.*``): tailored data, prompt layout, aligner, loss and training budget.
+
+    These defaults hold where an environment replaces the whole ``alignment`` section (conf/test);
+    conf/base/parameters_alignment.yml spells them out for editing.
+    """
+
+    # Tailored data (data/alignment_samples.py).
+    samples: int = Field(256, ge=1)  # budget of (history, target) training samples
+    length_buckets: int = Field(4, ge=1)  # quantile buckets of users' history lengths
+    popularity_buckets: int = Field(4, ge=1)  # quantile buckets of items' training interactions
+    overlap_field: Literal["title", "text"] = "title"  # item field whose words the target must share with the history
+    max_word_df: float = Field(0.05, gt=0, le=1)  # words in more items than this share do not count as overlap
+    seed: int = 42
+    # Prompt layout (models/aligner.py): instruction, then per history item an ID token and its text, then readout.
+    history_items: int = Field(8, ge=1)
+    item_tokens: int = Field(12, ge=1)
+    instruction: str = Field("Items a user chose, oldest first:\n", min_length=1)
+    readout: str = Field("The item the user will choose next:", min_length=1)
+    # Aligner and loss.
+    score_dim: int = Field(64, ge=1)
+    n_negatives: int = Field(16, ge=1)  # BPR negatives per sample, drawn uniformly over items
+    infonce_weight: float = Field(0.1, ge=0)
+    infonce_temperature: float = Field(0.1, gt=0)
+    eval_batch_size: int = Field(16, ge=1)  # users per LLM pass when validating and scoring
+    training: TrainingParams = TrainingParams(epochs=2, batch_size=8, lr=2e-3, patience=2, eval_users=64)
+
+
+class LoraParams(Strict):
+    """A LoRA adapter (PEFT) on the backbone, nested as ``lora`` in ``trsr`` and ``dmpo``."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+
+
+class TRSRParams(Strict):
+    """LLM-TRSR's LoRA yes/no recommender and its no-summary ablation (``trsr.*``)."""
+
+    recent_items: int = Field(3, ge=1)  # titles shown before the candidate (paper: 3)
+    summary_tokens: int = Field(64, ge=1)  # a summary is cut to this many tokens in the prompt
+    train_users: int | None = Field(None, ge=1)  # of the users with a train-cutoff summary; None = all
+    negatives: int = Field(1, ge=1)  # random negatives per positive, drawn afresh each epoch (paper: 1:1)
+    seed: int = 42  # order of the training users
+    lora: LoraParams = LoraParams()
+    training: TrainingParams = TrainingParams(epochs=2, batch_size=8, lr=3e-3, patience=1, eval_users=32)
+
+
+class DMPOParams(Strict):
+    """SFT, then DMPO / S-DPO preference optimisation of a LoRA title-likelihood recommender (``dmpo.*``)."""
+
+    train_users: int = Field(256, ge=1)  # training users of sft, dmpo and sdpo (summarised users first)
+    few_shot_users: list[int] = []  # sweep: an SFT + DMPO model per size (nested user sets); [] = none
+    recent_items: int = Field(5, ge=1)
+    use_summary: bool = True  # show the user's summary where the summary cache has one
+    summary_tokens: int = Field(64, ge=1)
+    negatives: int = Field(3, ge=1)  # k negatives per positive, sampled once (reference log-probs are cached)
+    beta: float = Field(1.0, gt=0)
+    sft_weight: float = Field(0.0, ge=0)  # weight of the positive's SFT loss added to the preference loss
+    length_normalize: bool = True  # rank candidates by title log-likelihood per token
+    train_dataset: DatasetParams | None = None  # cross-domain: train on this data set instead; None = in-domain
+    seed: int = 42  # order of the training users and the negatives
+    lora: LoraParams = LoraParams()
+    sft: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
+    preference: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=2e-4, eval_every=2)
+
+    @field_validator("few_shot_users")
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        if any(n < 1 for n in sizes):
+            raise ValueError("dmpo.few_shot_users must be positive user counts, e.g. [64, 256, 1024]")
+        return sorted(set(sizes))
+
+
+class LaserMFormerParams(Strict):
+    """Laser's M-Former (``laser.mformer``); the paper's K=8 experts of L=32 query tokens, top-1."""
+
+    hidden_size: int = Field(128, ge=8)
+    n_experts: int = Field(8, ge=1)
+    n_query_tokens: int = Field(32, ge=1)  # prefix tokens put before the prompt
+    top_k: int = Field(1, ge=1)
+    num_blocks: int = Field(2, ge=1)  # cross-attention to the ID states in blocks 1, 3, ...
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "LaserMFormerParams":
+        if self.top_k > self.n_experts:
+            raise ValueError(f"laser.mformer.top_k={self.top_k} exceeds laser.mformer.n_experts={self.n_experts}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"laser.mformer.hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        return self
+
+
+class LaserPromptParams(Strict):
+    """Laser's prompts (``laser.prompts``): a user is intro + [summary] + recent items + question, an
+    item is intro + title; each is followed by its trainable suffix token(s)."""
+
+    max_history_items: int = Field(5, ge=1)  # most recent items shown in the user prompt
+    max_item_tokens: int = Field(10, ge=1)  # tokens of an item's title in any prompt
+    max_summary_tokens: int = Field(64, ge=1)  # with use_summary
+    user_intro: str = Field("Items a user chose, oldest first:", min_length=1)
+    summary_intro: str = Field("The user's preferences:", min_length=1)
+    user_question: str = Field("The item the user will choose next:", min_length=1)
+    item_intro: str = Field("Item:", min_length=1)
+    # RA-Rec's aligned item embeddings (aligned_item_embeddings, from the alignment stage) as a soft
+    # token before each item's title, in user and item prompts.
+    aligned_id_tokens: bool = False
+
+
+LASER_ABLATIONS = ("laser_no_moe", "laser_no_prefix", "laser_no_stage1")
+
+
+class LaserModelParams(Strict):
+    """One Laser model: the full ``laser`` or an ablation (``laser`` with its ``ablations`` entry applied)."""
+
+    prefix: bool = True  # the M-Former prefix over the frozen SASRec; False = no prefix, no ID model
+    mformer: LaserMFormerParams = LaserMFormerParams()
+    prompts: LaserPromptParams = LaserPromptParams()
+    n_suffix_tokens: int = Field(1, ge=1)
+    rec_size: int = Field(128, ge=8)  # the recommendation space users and items are projected to
+    temperature: float = Field(0.05, gt=0)
+    balance_weight: float = Field(0.01, ge=0)  # Switch load-balancing loss
+    use_summary: bool = False  # LLM-TRSR summaries (user_summaries) in the prompt; training users = those summarised
+    train_users: int | None = Field(128, ge=1)  # seeded users per epoch; None = every user
+    stage1_epochs: int = Field(1, ge=0)  # the first epochs train the item side too (items re-encoded each epoch)
+    item_batch_size: int = Field(64, ge=1)  # items per no-grad LLM pass when encoding the catalogue
+    score_batch_size: int = Field(16, ge=1)  # users per no-grad LLM pass when validating and scoring
+    training: TrainingParams = TrainingParams(epochs=3, batch_size=8, lr=1e-3, patience=2, eval_users=64)
+
+    @model_validator(mode="after")
+    def _stages(self) -> "LaserModelParams":
+        if self.stage1_epochs > self.training.epochs:
+            raise ValueError(
+                f"laser stage1_epochs={self.stage1_epochs} exceeds training.epochs={self.training.epochs} "
+                "(epochs counts both stages)"
+            )
+        return self
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+class LaserParams(LaserModelParams):
+    """Laser Bi-Tuning (``laser.*``): the full model's settings, and per ablation the keys it changes.
+
+    Each ablation is the same code under changed parameters, trained and scored as a model of its own.
+    These defaults hold where an environment replaces the whole ``laser`` section (conf/test);
+    conf/base/parameters_bituning.yml spells them out for editing.
+    """
+
+    ablations: dict[Literal["laser_no_moe", "laser_no_prefix", "laser_no_stage1"], dict] = {
+        "laser_no_moe": {"mformer": {"n_experts": 1, "top_k": 1}},
+        "laser_no_prefix": {"prefix": False},
+        "laser_no_stage1": {"stage1_epochs": 0},
+    }
+
+    @model_validator(mode="after")
+    def _ablations_validate(self) -> "LaserParams":
+        missing = sorted(set(LASER_ABLATIONS) - set(self.ablations))
+        if missing:
+            raise ValueError(f"laser.ablations lacks {missing}: without its entry an ablation would train a copy of laser")
+        for name in LASER_ABLATIONS:
+            self.model(name)
+        return self
+
+    def model(self, name: str) -> LaserModelParams:
+        """The settings of model ``name``: ``laser``, or an ablation with its overrides applied."""
+        base = self.model_dump(exclude={"ablations"})
+        if name == "laser":
+            return LaserModelParams.model_validate(base)
+        if name not in self.ablations:
+            raise ValueError(f"unknown Laser model {name!r}; known: laser, {', '.join(LASER_ABLATIONS)}")
+        try:
+            return LaserModelParams.model_validate(_deep_merge(base, self.ablations[name]))
+        except ValueError as exc:
+            raise ValueError(f"laser.ablations.{name}: {exc}") from None
+
+
 class ProjectParams(Strict):
     """All parameters. A section that a later stage adds gets its model here."""
 
@@ -130,6 +380,11 @@ class ProjectParams(Strict):
     evaluation: EvaluationParams = EvaluationParams()
     backbone: BackboneParams = BackboneParams()
     sasrec: SASRecParams = SASRecParams()
+    summarization: SummarizationParams = SummarizationParams()
+    alignment: AlignmentParams = AlignmentParams()
+    laser: LaserParams = LaserParams()
+    trsr: TRSRParams = TRSRParams()
+    dmpo: DMPOParams = DMPOParams()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ProjectParams":

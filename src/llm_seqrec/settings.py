@@ -7,4 +7,6 @@ HOOKS = (ParameterValidationHook(), UpstreamCheckHook())
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment overrides single keys (sasrec.training.epochs), not whole sections.
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }

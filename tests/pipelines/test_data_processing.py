@@ -19,11 +19,11 @@ from llm_seqrec.data.validation import DataValidationError
 pytestmark = pytest.mark.slow
 
 OUTPUTS = {
-    "interactions": "02_intermediate/interactions.parquet",
-    "data_quality": "02_intermediate/data_quality.json",
-    "item_catalog": "03_primary/item_catalog.parquet",
-    "user_sequences": "03_primary/user_sequences.parquet",
-    "eval_candidates": "05_model_input/eval_candidates.parquet",
+    "interactions": "02_intermediate/amazon-scientific/interactions.parquet",
+    "data_quality": "02_intermediate/amazon-scientific/data_quality.json",
+    "item_catalog": "03_primary/amazon-scientific/item_catalog.parquet",
+    "user_sequences": "03_primary/amazon-scientific/user_sequences.parquet",
+    "eval_candidates": "05_model_input/amazon-scientific/eval_candidates.parquet",
 }
 
 

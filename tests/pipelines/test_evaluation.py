@@ -31,15 +31,15 @@ def test_evaluation_pipeline(project, amazon_sample):
     run_kedro(project, ["data_processing", "id_pretraining", "evaluation"], params=params)
     data = project / "data"
 
-    sequences = pd.read_parquet(data / "03_primary" / "user_sequences.parquet")
-    zeroshot = pd.read_parquet(data / "07_model_output" / "llm_zeroshot_scores.parquet")
+    sequences = pd.read_parquet(data / "03_primary" / "amazon-scientific" / "user_sequences.parquet")
+    zeroshot = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "llm_zeroshot_scores.parquet")
     assert list(zeroshot.columns) == SCORE_COLUMNS
     assert set(zeroshot["protocol"]) == {"sampled"} and sorted(set(zeroshot["split"])) == ["test", "valid"]
     sample = llm_user_sample(sequences, SAMPLE, seed=42)
     assert sorted(set(zeroshot["user_idx"])) == sample.tolist() and len(zeroshot) == 2 * SAMPLE
     assert all(np.isfinite(s).all() and len(s) == n for s, n in zip(zeroshot["candidate_scores"], zeroshot["n_ranked"]))
 
-    pop = pd.read_parquet(data / "07_model_output" / "pop_scores.parquet")
+    pop = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "pop_scores.parquet")
     assert len(pop) == 2 * 2 * len(sequences)  # both protocols, both splits, every user
 
     metrics = pd.read_csv(data / "08_reporting" / "metrics.csv")

@@ -25,11 +25,11 @@ def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample,
     run_kedro(kedro_project, ["data_processing", "id_pretraining"], params)
 
     data = kedro_project / "data"
-    sequences = pd.read_parquet(data / "03_primary/user_sequences.parquet")
-    candidates = pd.read_parquet(data / "05_model_input/eval_candidates.parquet")
-    n_users, n_items = len(sequences), len(pd.read_parquet(data / "03_primary/item_catalog.parquet"))
+    sequences = pd.read_parquet(data / "03_primary/amazon-scientific/user_sequences.parquet")
+    candidates = pd.read_parquet(data / "05_model_input/amazon-scientific/eval_candidates.parquet")
+    n_users, n_items = len(sequences), len(pd.read_parquet(data / "03_primary/amazon-scientific/item_catalog.parquet"))
 
-    versions = list((data / "06_models/sasrec").iterdir())
+    versions = list((data / "06_models/amazon-scientific/sasrec").iterdir())
     assert len(versions) == 1
     model = SASRec.from_artifact({
         "config": json.loads((versions[0] / "sasrec/config.json").read_text()),
@@ -37,18 +37,18 @@ def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample,
     }).eval()
     assert model.config.n_items == n_items and model.config.hidden_size == 32 and model.config.max_len == 50
 
-    log = pd.read_parquet(data / "08_reporting/sasrec_training_log.parquet")
+    log = pd.read_parquet(data / "08_reporting/amazon-scientific/sasrec_training_log.parquet")
     assert log["epoch"].tolist() == [1, 2, 3] and log["metric"].between(0, 1).all()
 
-    embeddings = pd.read_parquet(data / "04_feature/id_item_embeddings.parquet")
+    embeddings = pd.read_parquet(data / "06_models/amazon-scientific/id_item_embeddings.parquet")
     assert embeddings["item_idx"].tolist() == list(range(1, n_items + 1))
     np.testing.assert_array_equal(np.stack(embeddings["embedding"]), model.item_embedding.weight[1:].detach().numpy())
 
-    states = pd.read_parquet(data / "04_feature/id_user_states.parquet")
+    states = pd.read_parquet(data / "06_models/amazon-scientific/id_user_states.parquet")
     assert states.groupby("split").size().to_dict() == {"test": n_users, "valid": n_users}
     assert states["state"].iloc[0].dtype == np.float32
 
-    scores = pd.read_parquet(data / "07_model_output/sasrec_scores.parquet")
+    scores = pd.read_parquet(data / "07_model_output/amazon-scientific/sasrec_scores.parquet")
     assert list(scores.columns) == SCORE_COLUMNS
     assert scores.groupby(["protocol", "split"]).size().eq(n_users).all()
     full = scores[scores["protocol"] == "full"]

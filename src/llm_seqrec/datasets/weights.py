@@ -88,15 +88,21 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
 class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """A parquet file written to a temporary sibling and renamed, so readers never see half a file."""
 
-    def __init__(self, *, filepath: str, save_args: dict | None = None, metadata: dict | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, save_args: dict | None = None, optional: bool = False, metadata: dict | None = None
+    ) -> None:
         self._filepath = Path(filepath)
         self._save_args = save_args or {}
+        # An optional file that is not there loads as an empty frame (a model not scored yet).
+        self._optional = optional
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "optional": self._optional}
 
     def load(self) -> pd.DataFrame:
+        if self._optional and not self._filepath.is_file():
+            return pd.DataFrame()
         return pd.read_parquet(self._filepath)
 
     def save(self, data: pd.DataFrame) -> None:
@@ -111,7 +117,7 @@ class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 os.remove(tmp)
 
     def _exists(self) -> bool:
-        return self._filepath.is_file()
+        return self._optional or self._filepath.is_file()
 
     def preview(self, nrows: int = 20) -> dict:
         """kedro-viz preview: the first rows as a table."""

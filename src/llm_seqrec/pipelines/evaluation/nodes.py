@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +23,8 @@ from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
 from llm_seqrec.models.popularity import item_counts
 from llm_seqrec.params import BackboneParams, DatasetParams, EvaluationParams
+
+logger = logging.getLogger(__name__)
 
 
 def _same_scores_for_everyone(scores: torch.Tensor) -> Callable[[list[list[int]]], torch.Tensor]:
@@ -74,10 +77,17 @@ def score_llm_zeroshot(
 def compute_metrics(
     user_sequences: pd.DataFrame, dataset: dict, evaluation: dict, **score_tables: pd.DataFrame
 ) -> pd.DataFrame:
-    """``metrics``: every model on all users and on the LLM user sample, where it scored them."""
+    """``metrics``: every model on all users and on the LLM user sample, where it scored them.
+
+    A model whose scores are not there yet (its stage has not run) is left out and named in the log.
+    """
     params = EvaluationParams.model_validate(evaluation)
     user_sets = evaluation_user_sets(user_sequences, params.llm_user_sample, params.seed)
-    return metrics_table(score_tables, DatasetParams.model_validate(dataset).name, params.ks, user_sets)
+    unscored = sorted(model for model, table in score_tables.items() if table.empty)
+    if unscored:
+        logger.warning("Not scored yet, so not in metrics.csv (run their stage first): %s", ", ".join(unscored))
+    scored = {model: table for model, table in score_tables.items() if not table.empty}
+    return metrics_table(scored, DatasetParams.model_validate(dataset).name, params.ks, user_sets)
 
 
 def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> str:

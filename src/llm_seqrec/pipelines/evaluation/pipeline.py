@@ -3,7 +3,16 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import compute_metrics, plot_metrics, render_metrics_table, score_llm_zeroshot, score_popularity
 
 # Every model whose ``<model>_scores`` the metrics cover; a stage that adds a model adds its name here.
-SCORED_MODELS = ("pop", "sasrec", "llm_zeroshot")
+SCORED_MODELS = (
+    "pop",
+    "sasrec",
+    "llm_zeroshot",
+    "ra_rec",
+    "laser",
+    "laser_no_moe",
+    "laser_no_prefix",
+    "laser_no_stage1",
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
