@@ -254,7 +254,7 @@ class DMPOParams(Strict):
     seed: int = 42  # order of the training users and the negatives
     lora: LoraParams = LoraParams()
     sft: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
-    preference: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=2e-4, eval_every=2)
+    preference: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=1e-3, eval_every=2)
 
     @field_validator("few_shot_users")
     def _sizes(cls, sizes: list[int]) -> list[int]:

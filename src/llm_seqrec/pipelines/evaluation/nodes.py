@@ -86,7 +86,15 @@ def compute_metrics(
     unscored = sorted(model for model, table in score_tables.items() if table.empty)
     if unscored:
         logger.warning("Not scored yet, so not in metrics.csv (run their stage first): %s", ", ".join(unscored))
-    scored = {model: table for model, table in score_tables.items() if not table.empty}
+    scored = {}
+    for name, table in score_tables.items():
+        if table.empty:
+            continue
+        # A table with a `model` column holds several models (a few-shot sweep, a cross-domain run).
+        if "model" in table.columns:
+            scored.update({model: rows.drop(columns="model") for model, rows in table.groupby("model", sort=True)})
+        else:
+            scored[name] = table
     return metrics_table(scored, DatasetParams.model_validate(dataset).name, params.ks, user_sets)
 
 

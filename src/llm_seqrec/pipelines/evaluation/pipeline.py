@@ -12,6 +12,12 @@ SCORED_MODELS = (
     "laser_no_moe",
     "laser_no_prefix",
     "laser_no_stage1",
+    "trsr",
+    "trsr_no_summary",
+    "sft",
+    "dmpo",
+    "sdpo",
+    "dmpo_few_shot",  # one table, a `model` column per few-shot budget (dmpo_u64, ...)
 )
 
 

@@ -1,0 +1,76 @@
+"""The recommender losses against hand computations on fixed numbers."""
+
+import math
+
+import pytest
+import torch
+
+from llm_seqrec.models.losses import dmpo_loss, sdpo_loss, yes_no_bce
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+# Two examples, k = 3 negatives: sequence log-probabilities under the policy and the reference.
+POLICY_POS = [-4.0, -7.5]
+POLICY_NEG = [[-6.0, -9.0, -5.0], [-7.0, -8.0, -12.0]]
+REF_POS = [-5.0, -7.0]
+REF_NEG = [[-6.5, -8.0, -5.5], [-6.0, -8.5, -11.0]]
+
+
+def tensors():
+    return (torch.tensor(POLICY_POS), torch.tensor(POLICY_NEG), torch.tensor(REF_POS), torch.tensor(REF_NEG))
+
+
+def test_dmpo_loss_equals_a_hand_computation():
+    beta = 0.5
+    expected = []
+    for b in range(2):
+        reward_pos = POLICY_POS[b] - REF_POS[b]
+        reward_neg = [p - r for p, r in zip(POLICY_NEG[b], REF_NEG[b])]
+        expected.append(-log_sigmoid(beta * reward_pos - beta / 3 * sum(reward_neg)))
+    # By hand for the first example: r+ = 1, r- = (0.5, -1, 0.5), margin = 0.5 - 0 = 0.5.
+    assert expected[0] == pytest.approx(-log_sigmoid(0.5))
+    assert dmpo_loss(*tensors(), beta=beta).item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
+def test_sdpo_loss_equals_a_hand_computation():
+    beta = 2.0
+    expected = []
+    for b in range(2):
+        reward_pos = POLICY_POS[b] - REF_POS[b]
+        lse = math.log(sum(math.exp(beta * ((p - r) - reward_pos)) for p, r in zip(POLICY_NEG[b], REF_NEG[b])))
+        expected.append(-log_sigmoid(-lse))
+    assert sdpo_loss(*tensors(), beta=beta).item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", [dmpo_loss, sdpo_loss])
+def test_one_negative_is_dpo(loss):
+    policy_pos, policy_neg, ref_pos, ref_neg = tensors()
+    policy_neg, ref_neg = policy_neg[:, :1], ref_neg[:, :1]
+    beta = 0.1
+    dpo = -torch.nn.functional.logsigmoid(beta * ((policy_pos - ref_pos) - (policy_neg[:, 0] - ref_neg[:, 0]))).mean()
+    torch.testing.assert_close(loss(policy_pos, policy_neg, ref_pos, ref_neg, beta=beta), dpo)
+
+
+def test_preference_gradients_raise_the_positive_and_lower_the_negatives():
+    policy_pos, policy_neg, ref_pos, ref_neg = tensors()
+    policy_pos.requires_grad_(True)
+    policy_neg.requires_grad_(True)
+    dmpo_loss(policy_pos, policy_neg, ref_pos, ref_neg, beta=1.0).backward()
+    assert (policy_pos.grad < 0).all() and (policy_neg.grad > 0).all()
+
+
+def test_shapes_are_checked():
+    policy_pos, policy_neg, ref_pos, ref_neg = tensors()
+    with pytest.raises(ValueError, match="negatives"):
+        dmpo_loss(policy_pos, policy_neg[:, 0], ref_pos, ref_neg[:, 0], beta=1.0)
+
+
+def test_yes_no_bce_is_the_two_way_softmax_cross_entropy():
+    logit_yes, logit_no = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([0.5, 1.5, 0.3])
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    two_way = torch.log_softmax(torch.stack([logit_yes, logit_no], dim=1), dim=1)
+    expected = -(labels * two_way[:, 0] + (1 - labels) * two_way[:, 1]).mean()
+    torch.testing.assert_close(yes_no_bce(logit_yes - logit_no, labels), expected)
