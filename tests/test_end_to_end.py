@@ -35,11 +35,12 @@ def finished_run(tmp_path_factory, amazon_sample):
 @pytest.mark.slow
 def test_every_model_reaches_metrics(finished_run):
     metrics = pd.read_csv(finished_run / "data" / "08_reporting" / "metrics.csv")
-    assert set(metrics["model"]) == set(SCORED_MODELS)
+    # dmpo_few_shot_scores holds one model per few-shot budget (conf/test: 2 users).
+    assert set(metrics["model"]) == set(SCORED_MODELS) - {"dmpo_few_shot"} | {"dmpo_u2"}
     assert set(metrics["dataset"]) == {DATASET}
     assert metrics["value"].between(0, 1).all()
     report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text()
-    for model in SCORED_MODELS:
+    for model in set(metrics["model"]):
         assert f"| {model} |" in report
 
 

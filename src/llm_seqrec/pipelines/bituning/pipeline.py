@@ -1,28 +1,16 @@
 """The bituning stage: one namespace per LLM recommender variant, grouped in kedro-viz.
 
-Each variant module (``laser``, ``trsr``, ``dmpo``, ...) beside this file exposes
-``create_variant_pipeline() -> Pipeline`` whose nodes and outputs live in the namespace named after
-the variant; its trained weights are ``<variant>.adapter`` (versioned) and its scores
-``<variant>_scores`` (read by the evaluation stage).
+Each variant module beside this file exposes ``create_variant_pipeline() -> Pipeline`` whose nodes
+live in the namespace named after the variant; trained weights are versioned ``<model>_adapter``
+datasets and scores ``<model>_scores`` (read by the evaluation stage).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from kedro.pipeline import Pipeline
 
-VARIANTS = ("laser", "trsr", "dmpo")
+from . import dmpo, laser, trsr
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    parts = []
-    for variant in VARIANTS:
-        try:
-            module = importlib.import_module(f"{__package__}.{variant}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{variant}":
-                raise
-            continue
-        parts.append(module.create_variant_pipeline())
-    return sum(parts, Pipeline([]))
+    return sum((variant.create_variant_pipeline() for variant in (laser, trsr, dmpo)), Pipeline([]))
