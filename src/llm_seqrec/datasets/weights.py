@@ -50,23 +50,34 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
 
+    WEIGHTS = "model.safetensors"
+
+    def _read_config(self, path: Path) -> dict:
+        file = path / "config.json"
+        if not file.is_file():
+            raise DatasetError(f"{path} does not hold config.json")
+        return json.loads(file.read_text())
+
+    def _write_config(self, folder: Path, config: dict) -> None:
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+
     def load(self) -> dict:
         path = Path(self._get_load_path())
-        config_file, weights_file = path / "config.json", path / "model.safetensors"
-        if not config_file.is_file() or not weights_file.is_file():
-            raise DatasetError(f"{path} does not hold config.json and model.safetensors")
-        return {"config": json.loads(config_file.read_text()), "state_dict": load_file(str(weights_file))}
+        config = self._read_config(path)
+        if not (path / self.WEIGHTS).is_file():
+            raise DatasetError(f"{path} does not hold {self.WEIGHTS}")
+        return {"config": config, "state_dict": load_file(str(path / self.WEIGHTS))}
 
     def save(self, data: dict) -> None:
         if set(data) != {"config", "state_dict"}:
-            raise DatasetError(f"TorchWeightsDataset saves {{'config', 'state_dict'}}, got keys {sorted(data)}")
+            raise DatasetError(f"{type(self).__name__} saves {{'config', 'state_dict'}}, got keys {sorted(data)}")
         path = Path(self._get_save_path())
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            (tmp / "config.json").write_text(json.dumps(data["config"], indent=2, sort_keys=True, default=str))
+            self._write_config(tmp, data["config"])
             tensors = {k: v.detach().cpu().contiguous() for k, v in data["state_dict"].items()}
-            save_file(tensors, str(tmp / "model.safetensors"))
+            save_file(tensors, str(tmp / self.WEIGHTS))
             _atomic_replace_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -76,7 +87,7 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
             path = Path(self._get_load_path())
         except DatasetError:
             return False
-        return (path / "model.safetensors").is_file()
+        return (path / self.WEIGHTS).is_file()
 
     def preview(self) -> dict:
         """kedro-viz preview: the model's config and parameter count."""
