@@ -19,12 +19,17 @@ from llm_seqrec.data.validation import DataValidationError
 pytestmark = pytest.mark.slow
 
 OUTPUTS = {
-    "interactions": "02_intermediate/amazon-scientific/interactions.parquet",
-    "data_quality": "02_intermediate/amazon-scientific/data_quality.json",
-    "item_catalog": "03_primary/amazon-scientific/item_catalog.parquet",
-    "user_sequences": "03_primary/amazon-scientific/user_sequences.parquet",
-    "eval_candidates": "05_model_input/amazon-scientific/eval_candidates.parquet",
+    "interactions": "02_intermediate/{dataset}/interactions.parquet",
+    "data_quality": "02_intermediate/{dataset}/data_quality.json",
+    "item_catalog": "03_primary/{dataset}/item_catalog.parquet",
+    "user_sequences": "03_primary/{dataset}/user_sequences.parquet",
+    "eval_candidates": "05_model_input/{dataset}/eval_candidates.parquet",
 }
+
+
+def output_paths(project: Path, dataset: str = "amazon-scientific") -> dict[str, Path]:
+    """Every output lives under its data set's own folder, so two data sets never overwrite each other."""
+    return {name: project / "data" / path.format(dataset=dataset) for name, path in OUTPUTS.items()}
 
 
 @pytest.fixture
@@ -33,10 +38,10 @@ def project(kedro_project) -> Path:
     return kedro_project
 
 
-def load(project: Path) -> dict:
-    data = project / "data"
-    tables = {name: pd.read_parquet(data / path) for name, path in OUTPUTS.items() if path.endswith(".parquet")}
-    return {**tables, "data_quality": json.loads((data / OUTPUTS["data_quality"]).read_text())}
+def load(project: Path, dataset: str = "amazon-scientific") -> dict:
+    paths = output_paths(project, dataset)
+    tables = {name: pd.read_parquet(path) for name, path in paths.items() if path.suffix == ".parquet"}
+    return {**tables, "data_quality": json.loads(paths["data_quality"].read_text())}
 
 
 def check_tables(out: dict, n_negatives: int = 20) -> None:
@@ -85,7 +90,7 @@ def test_amazon_sample_through_the_csv_reader(project, amazon_sample):
 def test_movielens_100k_with_a_user_sample(project):
     params = {"dataset": {"format": "movielens", "name": "ml-100k"}, "data_processing": {"max_users": 200}}
     run_kedro(project, ["data_processing"], params)
-    out = load(project)
+    out = load(project, "ml-100k")
     check_tables(out)
     quality = out["data_quality"]
     assert (quality["dataset"], quality["users"], quality["users_before_sampling"]) == ("ml-100k", 200, 943)
@@ -102,7 +107,7 @@ def test_a_bad_file_stops_the_run_before_any_output_is_written(project, amazon_s
     params["dataset"]["interactions"] = str(tmp_path / "interactions.csv")
     with pytest.raises(DataValidationError, match="line 5"):
         run_kedro(project, ["data_processing"], params)
-    assert not any((project / "data" / path).exists() for path in OUTPUTS.values())
+    assert not any(path.exists() for path in output_paths(project).values())
 
 
 def test_kedro_run_cli_with_dotted_params(project, amazon_sample):
@@ -123,4 +128,4 @@ def test_kedro_run_cli_with_dotted_params(project, amazon_sample):
         cwd=project, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert load(project)["data_quality"]["dataset"] == "x"
+    assert load(project, "x")["data_quality"]["dataset"] == "x"
