@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llm_seqrec.llm.model_files import resolve_model_files
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,11 +82,12 @@ class BackboneParams(Strict):
     max_item_chars: int = Field(200, ge=8)  # characters of an item's text shown in a prompt
 
     @model_validator(mode="after")
-    def _path_exists(self) -> "BackboneParams":
-        if self.path is not None and not self.path.exists():
-            raise ValueError(f"backbone.path={str(self.path)!r} does not exist")
-        if self.path is not None and self.gguf_file is not None and not (self.path / self.gguf_file).is_file():
-            raise ValueError(f"backbone.gguf_file={self.gguf_file!r} is not a file in {str(self.path)!r}")
+    def _model_files(self) -> "BackboneParams":
+        if self.path is None:
+            if self.gguf_file is not None:
+                raise ValueError("backbone.gguf_file needs backbone.path (the folder holding it)")
+        else:
+            resolve_model_files(self.path, self.gguf_file)
         return self
 
     def loader_kwargs(self) -> dict:
@@ -388,4 +391,27 @@ class ProjectParams(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ProjectParams":
+        items = catalogue_size_bound(self.dataset)
+        if items is not None:
+            for name, value in (("evaluation.n_negatives", self.evaluation.n_negatives), ("dmpo.negatives", self.dmpo.negatives)):
+                if value >= items:
+                    raise ValueError(
+                        f"{name}={value} distinct negatives cannot be drawn from data set {self.dataset.name!r}, "
+                        f"which has at most {items} items"
+                    )
         return self
+
+
+MOVIELENS_ITEMS = {"ml-100k": 1682, "ml-1m": 3883}  # movies listed in each release's item file
+
+
+def catalogue_size_bound(dataset: DatasetParams) -> int | None:
+    """At most how many items ``dataset`` has, known before reading it: the MovieLens release's size, or
+    the line count of a CSV ``items`` file (a quoted field may span lines, so it is an upper bound);
+    None when the file is not there, which the data_processing reader reports."""
+    if dataset.format == "movielens":
+        return MOVIELENS_ITEMS[dataset.name]
+    if dataset.items is None or not dataset.items.is_file():
+        return None
+    with dataset.items.open("rb") as handle:
+        return max(sum(1 for _ in handle) - 1, 0)

@@ -13,6 +13,7 @@ from conftest import REPO, csv_params, run_kedro
 from kedro.io import DataCatalog
 from safetensors.torch import load_file
 
+from llm_seqrec.data.leakage import LeakageError
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.models.aligner import IDAligner
@@ -95,6 +96,15 @@ def test_alignment_pipeline(project, amazon_sample):
     metrics = metrics_table({"ra_rec": scores}, "amazon-scientific", [10, 100], evaluation_user_sets(sequences, SAMPLE, 42))
     full_test = metrics[(metrics["protocol"] == "full") & (metrics["split"] == "test")]
     assert {"hr@10", "hr@100", "ndcg@10"} <= set(full_test["metric"]) and set(full_test["users"]) == {f"sample{SAMPLE}"}
+
+    # The leakage guard runs in the pipeline: a sample whose history shows its own target stops training
+    # before any weights are written.
+    tampered = samples.copy()
+    tampered.at[0, "history"] = [*tampered.at[0, "history"][1:], tampered.at[0, "target"]]
+    tampered.to_parquet(data / "05_model_input/amazon-scientific/alignment_samples.parquet")
+    with pytest.raises(LeakageError, match="alignment_samples"):
+        run_kedro(project, ["alignment"], params=csv_params(amazon_sample), node_names=["train_aligner"])
+    assert len(list((data / "06_models/amazon-scientific/aligner").iterdir())) == 1
 
 
 def test_aligned_embeddings_round_trip_through_the_catalog(tmp_path):

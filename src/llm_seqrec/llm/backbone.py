@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_seqrec.llm.device import choose_device, choose_dtype
+from llm_seqrec.llm.model_files import check_gguf, resolve_model_files
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +54,9 @@ def _cache_root() -> Path:
     return Path(os.environ.get("LLM_SEQREC_CACHE", Path.home() / ".cache" / "llm_seqrec"))
 
 
-def _check_gguf(file: Path) -> None:
-    if not file.is_file():
-        raise FileNotFoundError(f"GGUF file {file} does not exist")
-    with file.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise ValueError(f"{file} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
-
-
 def _load_gguf(folder: Path, gguf_file: str, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     file = folder / gguf_file
-    _check_gguf(file)
+    check_gguf(file)
     stat = file.stat()
     key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
     name = f"{file.stem}-{key}"
@@ -110,11 +102,7 @@ def load_backbone(
         folder, gguf_file = default_model_location()
         model, tokenizer, name = _load_gguf(folder, gguf_file, torch_dtype)
     else:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"backbone path {path} does not exist")
-        if path.is_file():
-            path, gguf_file = path.parent, path.name
+        path, gguf_file = resolve_model_files(Path(path), gguf_file)
         if gguf_file is not None:
             model, tokenizer, name = _load_gguf(path, gguf_file, torch_dtype)
         else:

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import split_input
 from llm_seqrec.llm.prompts import chat_prompt_ids, item_titles, recent_items_message, text_ids
 
@@ -113,15 +114,19 @@ def zeroshot_scores(
     titles = item_titles(item_catalog, max_item_chars)
     title_tokens: dict[int, list[int]] = {}
     sequences = user_sequences.set_index("user_idx")
+    histories = [
+        split_input(sequences.at[int(u), "train_items"], sequences.at[int(u), "valid_target"], split)[-recent_items:]
+        for u, split in zip(eval_candidates["user_idx"], eval_candidates["split"], strict=True)
+    ]
+    check_inputs_precede_targets(user_sequences, eval_candidates["user_idx"], eval_candidates["split"], histories,
+                                 what="llm_zeroshot prompts")
     scores: list[list[float]] = [[] for _ in range(len(eval_candidates))]
     rows_by_user = pd.Series(range(len(eval_candidates))).groupby(eval_candidates["user_idx"].to_numpy())
     with torch.inference_mode():
-        for user, rows in tqdm(rows_by_user, desc="llm_zeroshot", unit="user", disable=not progress):
-            sequence = sequences.loc[user]
+        for _user, rows in tqdm(rows_by_user, desc="llm_zeroshot", unit="user", disable=not progress):
             for row in rows:
-                split, candidates = eval_candidates["split"].iat[row], eval_candidates["candidates"].iat[row]
-                history = split_input(sequence["train_items"], sequence["valid_target"], split)[-recent_items:]
-                prompt = chat_prompt_ids(tokenizer, recent_items_message([titles[int(i)] for i in history]))
+                candidates = eval_candidates["candidates"].iat[row]
+                prompt = chat_prompt_ids(tokenizer, recent_items_message([titles[int(i)] for i in histories[row]]))
                 for c in candidates:
                     if int(c) not in title_tokens:
                         title_tokens[int(c)] = text_ids(tokenizer, titles[int(c)])

@@ -33,6 +33,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from torch import nn
 from tqdm.auto import tqdm
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import split_input
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.protocol import llm_user_sample, sampled_rows
@@ -332,15 +333,18 @@ def score_candidates(
     """Scores of every candidate of every ``eval_candidates`` row (aligned with it): the prompt shows
     the row's split input (never the target or later) and the user's summary at that cutoff."""
     sequences = user_sequences.set_index("user_idx")
+    histories = [
+        split_input(sequences.at[int(user), "train_items"], sequences.at[int(user), "valid_target"], split)
+        for user, split in zip(rows["user_idx"], rows["split"], strict=True)
+    ]
+    check_inputs_precede_targets(user_sequences, rows["user_idx"], rows["split"], histories, what=f"{desc} prompts")
     was_training = model.training
     model.eval()
     out = []
-    for user, split, candidates in tqdm(
-        zip(rows["user_idx"], rows["split"], rows["candidates"], strict=True),
+    for user, split, candidates, history in tqdm(
+        zip(rows["user_idx"], rows["split"], rows["candidates"], histories, strict=True),
         total=len(rows), desc=desc, unit="row", disable=not progress,
     ):
-        sequence = sequences.loc[int(user)]
-        history = split_input(sequence["train_items"], sequence["valid_target"], split)
         prompt = model.prompt_ids([titles[int(i)] for i in history], summaries.get((int(user), split)))
         out.append(model.scores(prompt, [model.candidate_ids(titles[int(c)]) for c in candidates]).tolist())
     model.train(was_training)

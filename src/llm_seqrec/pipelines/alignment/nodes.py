@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_seqrec.data.alignment_samples import build_alignment_samples
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, sampled_rows
@@ -107,6 +108,10 @@ def train_aligner(
     targets = torch.as_tensor(alignment_samples["target"].to_numpy(dtype=np.int64))
     if not histories:
         raise ValueError("alignment_samples is empty: no candidate shared a word with its history (see alignment.max_word_df)")
+    check_inputs_precede_targets(
+        user_sequences, alignment_samples["user_idx"], alignment_samples["position"], histories,
+        targets=targets.tolist(), what="alignment_samples",
+    )
     llm = _load_llm(backbone, training.device)
     prompt = _prompt_settings(params)
     layout = _layout(llm, item_catalog, prompt)
@@ -243,6 +248,8 @@ def score_ra_rec(
     with torch.no_grad():
         for split in SPLITS:
             inputs, _ = split_inputs(sampled_users, split)
+            check_inputs_precede_targets(sampled_users, sampled_users["user_idx"], [split] * len(inputs), inputs,
+                                         what=f"ra_rec queries at {split}")
             queries = _queries(model, inputs, params.eval_batch_size, eval_params.progress, f"ra_rec {split}")
             scores = model.score_all(queries.to(llm.device)).cpu()
             # One batch holding every sampled user, so the precomputed score rows line up with them.

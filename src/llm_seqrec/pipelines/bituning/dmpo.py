@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from kedro.pipeline import Node, Pipeline
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.evaluation.protocol import sampled_rows
 from llm_seqrec.llm.backbone import Backbone, load_backbone
 from llm_seqrec.llm.prompts import item_titles
@@ -92,6 +93,8 @@ def make_training_examples(
         for ex in examples
     ]
     table = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+    check_inputs_precede_targets(sequences, table["user_idx"], ["train"] * len(table), table["history"],
+                                 targets=table["target"], what=f"dmpo.training_examples ({domain})")
     used = {i for h, t, n in zip(table["history"], table["target"], table["negatives"], strict=True) for i in (*h, t, *n)}
     items = catalog.loc[catalog["item_idx"].isin(used), ["item_idx", "title"]].reset_index(drop=True)
     return table, items

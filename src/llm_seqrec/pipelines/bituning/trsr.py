@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.evaluation.protocol import sampled_rows
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import item_titles
@@ -72,6 +73,10 @@ def train_adapter(
     n_users = len(train_summaries) if params.train_users is None else min(params.train_users, len(train_summaries))
     users = training_users(user_sequences, sorted(train_summaries), n_users, params.seed)  # summarised users come first
     examples = train_cutoff_examples(user_sequences, users, train_summaries)
+    check_inputs_precede_targets(
+        user_sequences, [e.user_idx for e in examples], ["train"] * len(examples), [e.history for e in examples],
+        targets=[e.target for e in examples], what="trsr training examples",
+    )
 
     seed_everything(params.training.seed)
     llm = load_backbone(**backbone_params.loader_kwargs())

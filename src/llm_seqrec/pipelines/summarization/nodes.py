@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import pandas as pd
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import split_input
 from llm_seqrec.datasets.summary_cache import SummaryCache
 from llm_seqrec.evaluation.protocol import llm_user_sample
@@ -85,23 +86,13 @@ def check_no_leakage(
     summaries: pd.DataFrame, summary_cache: SummaryCache, user_sequences: pd.DataFrame
 ) -> pd.DataFrame:
     """``summaries`` unchanged, if every summary was made from exactly the items just before its
-    cutoff's target; else the run fails. Checked by position, so a repeated item is no false alarm."""
+    cutoff's target; else the run fails."""
     cache = summary_cache.to_frame()
     item_ids = dict(zip(cache["key"], cache["item_ids"], strict=True))
     input_keys = dict(zip(cache["key"], cache["input_keys"], strict=True))
-    sequences = user_sequences.set_index("user_idx")
-    leaks = []
-    for user, cutoff, key in zip(summaries["user_idx"], summaries["cutoff"], summaries["key"], strict=True):
-        row = sequences.loc[user]
-        train = [int(i) for i in row["train_items"]]
-        full = [*train, int(row["valid_target"]), int(row["test_target"])]
-        target = len(_cutoff_input(train, int(row["valid_target"]), cutoff))  # the target's position in ``full``
-        covered = covered_items(key, item_ids, input_keys)
-        if len(covered) > target or covered != full[target - len(covered) : target]:
-            leaks.append(f"user {user} at {cutoff}: summarised {covered}, history before the target {full[:target]}")
-    if leaks:
-        raise ValueError(
-            f"{len(leaks)} summaries were made from items other than those just before their target:\n  "
-            + "\n  ".join(leaks[:10])
-        )
+    check_inputs_precede_targets(
+        user_sequences, summaries["user_idx"], summaries["cutoff"],
+        [covered_items(key, item_ids, input_keys) for key in summaries["key"]],
+        what="user_summaries (the items each summary was made from)",
+    )
     return summaries

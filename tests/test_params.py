@@ -1,0 +1,92 @@
+"""Bad configuration is refused by the typed parameters before any work starts, naming the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, csv_params
+from kedro.config import OmegaConfigLoader
+
+from llm_seqrec.hooks import ParameterError, validate_parameters
+
+
+def conf_parameters(env: str) -> dict:
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO / "conf"), base_env="base", default_run_env=env,
+        merge_strategy={"parameters": "soft", "globals": "soft"},
+    )
+    return copy.deepcopy(dict(loader["parameters"]))
+
+
+def with_value(parameters: dict, dotted_key: str, value) -> dict:
+    changed = copy.deepcopy(parameters)
+    *parents, leaf = dotted_key.split(".")
+    section = changed
+    for key in parents:
+        section = section.setdefault(key, {})
+    section[leaf] = value
+    return changed
+
+
+@pytest.mark.parametrize("env", ["base", "test", "amazon"])
+def test_every_shipped_environment_validates(env):
+    parameters = conf_parameters(env)
+    if env == "amazon" and not Path(parameters["dataset"]["items"]).is_file():
+        pytest.skip("the shared Amazon files are not beside this checkout")
+    validate_parameters(parameters)
+
+
+def not_a_gguf(tmp_path: Path) -> str:
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"<html>not found</html>")
+    return str(fake)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("summarization.block_sise", 3, r"summarization\.block_sise: Extra inputs are not permitted"),
+        ("sasrecc", {}, r"sasrecc: Extra inputs are not permitted"),
+        ("sasrec.training.epochs", "many", r"sasrec\.training\.epochs: Input should be a valid integer"),
+        ("laser.temperature", [0.05], r"laser\.temperature: Input should be a valid number"),
+        ("summarization.block_size", 0, r"summarization\.block_size: Input should be greater than or equal to 1"),
+        ("backbone.path", "/no/such/model", r"backbone\.path='/no/such/model' does not exist"),
+        ("backbone.path", not_a_gguf, r"is not a GGUF file \(it starts with b'<htm'"),
+        ("backbone.path", lambda tmp: str(tmp), r"has no config\.json"),
+        ("backbone.gguf_file", "model.gguf", r"backbone\.gguf_file needs backbone\.path"),
+        ("evaluation.n_negatives", 5000, r"evaluation\.n_negatives=5000 distinct negatives .* at most 3883 items"),
+        ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
+    ],
+)
+def test_bad_configuration_is_refused_naming_the_key(key, value, message, tmp_path):
+    value = value(tmp_path) if callable(value) else value
+    with pytest.raises(ParameterError, match=message):
+        validate_parameters(with_value(conf_parameters("base"), key, value))
+
+
+def test_more_negatives_than_a_csv_catalogue_holds(amazon_sample):
+    parameters = conf_parameters("base")
+    parameters["dataset"] = csv_params(amazon_sample)["dataset"]
+    n_items = sum(1 for _ in (amazon_sample / "items.csv").open("rb")) - 1
+    validate_parameters(with_value(parameters, "evaluation.n_negatives", n_items - 1))
+    with pytest.raises(ParameterError, match=rf"at most {n_items} items"):
+        validate_parameters(with_value(parameters, "evaluation.n_negatives", n_items))
+
+
+def test_kedro_run_refuses_bad_parameters_before_writing_anything(kedro_project, amazon_sample):
+    params = ",".join(f"dataset.{k}={v}" for k, v in csv_params(amazon_sample)["dataset"].items())
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("kedro")), "run", "--env=test", "--pipelines=data_processing",
+         f"--params={params},summarization.block_size=0,data_processing.kcore=-1"],
+        cwd=kedro_project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "summarization.block_size" in output and "data_processing.kcore" in output  # every offending key at once
+    assert not [path for path in (kedro_project / "data").rglob("*") if path.is_file()]
