@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,30 @@ def csv_params(sample: Path, name: str = "amazon-scientific") -> dict:
             "items": str(sample / "items.csv"),
         }
     }
+
+
+def dotted(params: dict, prefix: str = "") -> list[str]:
+    """Nested runtime params as the ``key.sub=value`` pairs that ``kedro run --params`` takes."""
+    pairs = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            pairs += dotted(value, f"{prefix}{key}.")
+        else:
+            pairs.append(f"{prefix}{key}={value}")
+    return pairs
+
+
+def kedro_run(project: Path, pipeline: str, params: dict, extra: list[str] = (), options: list[str] = ()) -> subprocess.Popen:
+    """``kedro run --env=test`` as a user types it, in its own process group (so a kill reaches every
+    process it started); ``extra`` are further ``key=value`` params, ``options`` further CLI options."""
+    kedro = Path(sys.executable).with_name("kedro")
+    command = [str(kedro), "run", "--env=test", f"--pipelines={pipeline}",
+               "--params=" + ",".join(dotted(params) + list(extra)), *options]
+    return subprocess.Popen(command, cwd=project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    return output

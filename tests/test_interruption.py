@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,32 +17,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import csv_params, layer_path, run_kedro
+from conftest import csv_params, finish, kedro_run, layer_path, run_kedro
 
 from llm_seqrec.datasets.summary_cache import SummaryCache
 
 pytestmark = pytest.mark.slow
-
-KEDRO = Path(sys.executable).with_name("kedro")
-
-
-def dotted(params: dict, prefix: str = "") -> list[str]:
-    """Nested runtime params as the ``key.sub=value`` pairs that ``kedro run --params`` takes."""
-    pairs = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            pairs += dotted(value, f"{prefix}{key}.")
-        else:
-            pairs.append(f"{prefix}{key}={value}")
-    return pairs
-
-
-def kedro_run(project: Path, pipeline: str, params: dict, extra: list[str]) -> subprocess.Popen:
-    """``kedro run --env=test`` in its own process group, so a kill reaches every process it started."""
-    command = [str(KEDRO), "run", "--env=test", f"--pipelines={pipeline}", "--params=" + ",".join(dotted(params) + extra)]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    return subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
 
 
 def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> None:
@@ -58,12 +36,6 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: flo
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-
-
-def finish(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=900)
-    assert process.returncode == 0, output[-3000:]
-    return output
 
 
 @pytest.fixture

@@ -191,3 +191,12 @@ def test_laser_pipeline_end_to_end(kedro_project, amazon_sample):
     # Scoring again from the saved adapter reproduces the scores exactly.
     run_kedro(kedro_project, ["bituning"], params=params, node_names=["laser.score_laser"])
     pd.testing.assert_frame_equal(catalog.load("laser_scores"), tables["laser"])
+
+    # Determinism: training again with the same seed gives the same model, so the same metrics.
+    run_kedro(kedro_project, ["bituning"], params=params, node_names=["laser.train_laser", "laser.score_laser"])
+    again = catalog.load("laser_scores")
+    pd.testing.assert_frame_equal(again, tables["laser"])
+    pd.testing.assert_frame_equal(
+        metrics_table({"laser": again}, "amazon-scientific", [10, 100], evaluation_user_sets(sequences, SAMPLE, 42)),
+        metrics[metrics["model"] == "laser"].reset_index(drop=True),
+    )

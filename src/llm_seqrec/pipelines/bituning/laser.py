@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from kedro.pipeline import Node, Pipeline, pipeline
 
+from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, sampled_rows
