@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -303,6 +303,7 @@ class LaserPromptParams(Strict):
 
 
 LASER_ABLATIONS = ("laser_no_moe", "laser_no_prefix", "laser_no_stage1")
+FUSION_ABLATIONS = ("fusion_no_summary", "fusion_no_aligned_ids", "fusion_no_prefix")
 
 
 class LaserModelParams(Strict):
@@ -339,40 +340,76 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-class LaserParams(LaserModelParams):
-    """Laser Bi-Tuning (``laser.*``): the full model's settings, and per ablation the keys it changes.
+class _BiTuningFamilyParams(LaserModelParams):
+    """A Bi-Tuning model and its ablations: the full model's settings, and per ablation the keys it
+    changes. Each ablation is the same code under changed parameters, trained and scored as a model of
+    its own; the names are fixed in code because the pipeline's nodes are made from them."""
 
-    Each ablation is the same code under changed parameters, trained and scored as a model of its own.
-    These defaults hold where an environment replaces the whole ``laser`` section (conf/test);
-    conf/base/parameters_bituning.yml spells them out for editing.
-    """
+    NAME: ClassVar[str]
+    ABLATIONS: ClassVar[tuple[str, ...]]
+    ablations: dict[str, dict] = {}
 
-    ablations: dict[Literal["laser_no_moe", "laser_no_prefix", "laser_no_stage1"], dict] = {
+    @model_validator(mode="after")
+    def _ablations_validate(self) -> "_BiTuningFamilyParams":
+        unknown = sorted(set(self.ablations) - set(self.ABLATIONS))
+        if unknown:
+            raise ValueError(f"{self.NAME}.ablations has unknown models {unknown}; known: {list(self.ABLATIONS)}")
+        missing = sorted(set(self.ABLATIONS) - set(self.ablations))
+        if missing:
+            raise ValueError(
+                f"{self.NAME}.ablations lacks {missing}: without its entry an ablation would train a copy of {self.NAME}"
+            )
+        for name in self.ABLATIONS:
+            self.model(name)
+        return self
+
+    @classmethod
+    def models(cls) -> tuple[str, ...]:
+        return (cls.NAME, *cls.ABLATIONS)
+
+    def model(self, name: str) -> LaserModelParams:
+        """The settings of model ``name``: the full model, or an ablation with its overrides applied."""
+        base = self.model_dump(exclude={"ablations"})
+        if name == self.NAME:
+            return LaserModelParams.model_validate(base)
+        if name not in self.ABLATIONS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(self.models())}")
+        try:
+            return LaserModelParams.model_validate(_deep_merge(base, self.ablations[name]))
+        except ValueError as exc:
+            raise ValueError(f"{self.NAME}.ablations.{name}: {exc}") from None
+
+
+class LaserParams(_BiTuningFamilyParams):
+    """Laser Bi-Tuning (``laser.*``). These defaults hold where an environment replaces the whole
+    ``laser`` section (conf/test); conf/base/parameters_bituning.yml spells them out for editing."""
+
+    NAME: ClassVar[str] = "laser"
+    ABLATIONS: ClassVar[tuple[str, ...]] = LASER_ABLATIONS
+    ablations: dict[str, dict] = {
         "laser_no_moe": {"mformer": {"n_experts": 1, "top_k": 1}},
         "laser_no_prefix": {"prefix": False},
         "laser_no_stage1": {"stage1_epochs": 0},
     }
 
-    @model_validator(mode="after")
-    def _ablations_validate(self) -> "LaserParams":
-        missing = sorted(set(LASER_ABLATIONS) - set(self.ablations))
-        if missing:
-            raise ValueError(f"laser.ablations lacks {missing}: without its entry an ablation would train a copy of laser")
-        for name in LASER_ABLATIONS:
-            self.model(name)
-        return self
 
-    def model(self, name: str) -> LaserModelParams:
-        """The settings of model ``name``: ``laser``, or an ablation with its overrides applied."""
-        base = self.model_dump(exclude={"ablations"})
-        if name == "laser":
-            return LaserModelParams.model_validate(base)
-        if name not in self.ablations:
-            raise ValueError(f"unknown Laser model {name!r}; known: laser, {', '.join(LASER_ABLATIONS)}")
-        try:
-            return LaserModelParams.model_validate(_deep_merge(base, self.ablations[name]))
-        except ValueError as exc:
-            raise ValueError(f"laser.ablations.{name}: {exc}") from None
+class FusionParams(_BiTuningFamilyParams):
+    """The fused model (``fusion.*``): Laser's Bi-Tuning with LLM-TRSR's summary in the prompt and
+    RA-Rec's aligned ID embedding as a soft token before each item, over the M-Former prefix; each
+    ablation switches one part off, so the metrics show what each part adds."""
+
+    NAME: ClassVar[str] = "fusion"
+    ABLATIONS: ClassVar[tuple[str, ...]] = FUSION_ABLATIONS
+    use_summary: bool = True
+    prompts: LaserPromptParams = LaserPromptParams(aligned_id_tokens=True)
+    ablations: dict[str, dict] = {
+        "fusion_no_summary": {"use_summary": False},
+        "fusion_no_aligned_ids": {"prompts": {"aligned_id_tokens": False}},
+        "fusion_no_prefix": {"prefix": False},
+    }
+
+
+BITUNING_FAMILIES: dict[str, type[_BiTuningFamilyParams]] = {"laser": LaserParams, "fusion": FusionParams}
 
 
 class ProjectParams(Strict):
@@ -386,6 +423,7 @@ class ProjectParams(Strict):
     summarization: SummarizationParams = SummarizationParams()
     alignment: AlignmentParams = AlignmentParams()
     laser: LaserParams = LaserParams()
+    fusion: FusionParams = FusionParams()
     trsr: TRSRParams = TRSRParams()
     dmpo: DMPOParams = DMPOParams()
 

@@ -17,7 +17,7 @@ from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample
 from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
-from llm_seqrec.params import LaserParams
+from llm_seqrec.params import FusionParams, LaserParams
 from llm_seqrec.pipelines.bituning.laser import MODELS, UserSet, fit_stages
 
 SAMPLE = 8  # conf/test: evaluation.llm_user_sample
@@ -99,6 +99,22 @@ def test_ablation_parameters_are_validated_up_front():
         LaserParams.model_validate({"ablations": {"laser_no_moe": {}}})
     with pytest.raises(ValueError, match="laser.ablations.laser_no_moe"):
         LaserParams.model_validate({"ablations": {**params.ablations, "laser_no_moe": {"mformer": {"n_experts": 1, "top_k": 2}}}})
+    with pytest.raises(ValueError, match=r"unknown models \['laser_no_mo'\]"):
+        LaserParams.model_validate({"ablations": {**params.ablations, "laser_no_mo": {}}})
+
+
+def test_the_fusion_ladder_switches_off_one_part_per_ablation():
+    fusion = FusionParams()
+    parts = {
+        name: (model.use_summary, model.prompts.aligned_id_tokens, model.prefix)
+        for name in FusionParams.models() for model in [fusion.model(name)]
+    }
+    assert parts == {
+        "fusion": (True, True, True),
+        "fusion_no_summary": (False, True, True),
+        "fusion_no_aligned_ids": (True, False, True),
+        "fusion_no_prefix": (True, True, False),
+    }
 
 
 # ---------------------------------------------------------------- the pipeline, end to end

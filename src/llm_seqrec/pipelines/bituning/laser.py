@@ -40,14 +40,13 @@ from llm_seqrec.llm.device import choose_device
 from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, length_buckets
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec
-from llm_seqrec.params import LASER_ABLATIONS, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
+from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
 from llm_seqrec.training import fit, seed_everything
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("laser", *LASER_ABLATIONS)
+MODELS = LaserParams.models()
 UPSTREAM = ("user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries", "aligned_item_embeddings")
-PARAMETERS = ("params:laser", "params:evaluation", "params:backbone")
 
 
 # ---------------------------------------------------------------- nodes
@@ -62,9 +61,11 @@ def train_laser(
     backbone: dict,
     *,
     model: str,
+    family: str = "laser",
 ) -> dict:
-    """Train Laser model ``model`` in its two stages; return its adapter (trained weights + config)."""
-    params = LaserParams.model_validate(laser).model(model)
+    """Train model ``model`` of the Bi-Tuning ``family`` (``laser`` or ``fusion``; ``laser`` holds that
+    family's parameter section) in its two stages; return its adapter (trained weights + config)."""
+    params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     llm = _load_llm(backbone, params)
     seed_everything(params.training.seed)
@@ -118,9 +119,10 @@ def score_laser(
     backbone: dict,
     *,
     model: str,
+    family: str = "laser",
 ) -> pd.DataFrame:
     """``<model>_scores``: full ranking and sampled candidates, both splits, the LLM user sample."""
-    params = LaserParams.model_validate(laser).model(model)
+    params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     ev = EvaluationParams.model_validate(evaluation)
     llm = _load_llm(backbone, params)
     net, prompts = restore(adapter, llm, item_catalog, sasrec_model, aligned_item_embeddings)
@@ -146,37 +148,40 @@ def score_laser(
     return pd.concat(tables, ignore_index=True)
 
 
-def create_variant_pipeline() -> Pipeline:
+def create_variant_pipeline(family: str = "laser") -> Pipeline:
+    """The nodes of a Bi-Tuning family (``laser``, or ``fusion``: see ``fusion.py``) in its namespace."""
+    models = BITUNING_FAMILIES[family].models()
+    parameters = (f"params:{family}", "params:evaluation", "params:backbone")
     nodes = []
-    for name in MODELS:
+    for name in models:
         nodes += [
             Node(
-                _for_model(train_laser, name),
+                _for_model(train_laser, name, family),
                 ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
-                 *PARAMETERS],
+                 *parameters],
                 f"{name}_adapter",
                 name=f"train_{name}",
             ),
             Node(
-                _for_model(score_laser, name),
+                _for_model(score_laser, name, family),
                 [f"{name}_adapter", "user_sequences", "item_catalog", "eval_candidates", "sasrec_model",
-                 "user_summaries", "aligned_item_embeddings", *PARAMETERS],
+                 "user_summaries", "aligned_item_embeddings", *parameters],
                 f"{name}_scores",
                 name=f"score_{name}",
             ),
         ]
     # Catalog names stay as they are (``laser_adapter``, ``laser_scores``, ...): the evaluation
     # stage reads ``<model>_scores``; the namespace groups the nodes in kedro-viz.
-    outputs = {f"{name}_{kind}" for name in MODELS for kind in ("adapter", "scores")}
-    return pipeline(nodes, namespace="laser", inputs=set(UPSTREAM), outputs=outputs, parameters=set(PARAMETERS))
+    outputs = {f"{name}_{kind}" for name in models for kind in ("adapter", "scores")}
+    return pipeline(nodes, namespace=family, inputs=set(UPSTREAM), outputs=outputs, parameters=set(parameters))
 
 
-def _for_model(func, model: str):
-    """``func`` with ``model`` fixed, as a plain function: Kedro reads node functions' type hints,
-    which it cannot from a ``functools.partial`` (it logs a warning per node)."""
+def _for_model(func, model: str, family: str):
+    """``func`` with ``model`` and ``family`` fixed, as a plain function: Kedro reads node functions'
+    type hints, which it cannot from a ``functools.partial`` (it logs a warning per node)."""
 
     def node_func(*args):
-        return func(*args, model=model)
+        return func(*args, model=model, family=family)
 
     node_func.__name__ = node_func.__qualname__ = f"{func.__name__}[{model}]"
     return node_func
@@ -250,7 +255,7 @@ def _user_prompts(
     missing = [int(u) for u in users if (int(u), cutoff) not in summaries]
     if missing:
         raise ValueError(
-            f"laser.use_summary is on but user_summaries has no {cutoff!r} summary for {len(missing)} users "
+            f"use_summary is on (laser or fusion) but user_summaries has no {cutoff!r} summary for {len(missing)} users "
             f"(e.g. {missing[:5]}): run `kedro run --pipelines=summarization` with the same evaluation settings"
         )
     return [prompts.user(items, summaries[(int(u), cutoff)]) for u, items in zip(users, inputs, strict=True)]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from . import dmpo, laser, trsr
+from . import dmpo, fusion, laser, trsr
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return sum((variant.create_variant_pipeline() for variant in (laser, trsr, dmpo)), Pipeline([]))
+    return sum((variant.create_variant_pipeline() for variant in (laser, trsr, dmpo, fusion)), Pipeline([]))

@@ -1,0 +1,19 @@
+"""The ``fusion`` variant of the bituning stage: the parts of the other three methods in one model.
+
+Laser's Bi-Tuning (frozen LLM, M-Former prefix over the frozen SASRec, trainable suffix, contrastive
+loss over all items) whose prompt carries LLM-TRSR's summary of the user's history and the recent item
+titles, each after its RA-Rec aligned ID embedding as a soft token. None of the four papers has it.
+Each part switches off by parameter (``fusion`` in conf/base/parameters_bituning.yml), and the
+ablations ``fusion_no_summary``, ``fusion_no_aligned_ids`` and ``fusion_no_prefix`` are trained and
+scored beside it, so the evaluation shows what each part adds. The code is Laser's (``laser.py``).
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from . import laser
+
+
+def create_variant_pipeline() -> Pipeline:
+    return laser.create_variant_pipeline("fusion")
