@@ -22,21 +22,13 @@ SAMPLE = 8  # conf/test: evaluation.llm_user_sample
 TEST_SAMPLES = 12  # conf/test: alignment.samples
 
 
-@pytest.fixture
-def project(kedro_project):
-    # bootstrap_project insists on a source folder inside the project root; the package itself is
-    # imported from the installed one.
-    (kedro_project / "src").mkdir(exist_ok=True)
-    return kedro_project
-
-
-def load_through_catalog(project: Path, name: str, params: dict):
+def load_through_catalog(kedro_project: Path, name: str, params: dict):
     from kedro.framework.session import KedroSession
 
     cwd = os.getcwd()
-    os.chdir(project)
+    os.chdir(kedro_project)
     try:
-        with KedroSession.create(project_path=project, env="test", runtime_params=params) as session:
+        with KedroSession.create(project_path=kedro_project, env="test", runtime_params=params) as session:
             return session.load_context().catalog.load(name)
     finally:
         os.chdir(cwd)
@@ -49,9 +41,9 @@ def only_version(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_alignment_pipeline(project, amazon_sample):
-    run_kedro(project, ["data_processing", "id_pretraining", "alignment"], params=csv_params(amazon_sample))
-    data = project / "data"
+def test_alignment_pipeline(kedro_project, amazon_sample):
+    run_kedro(kedro_project, ["data_processing", "id_pretraining", "alignment"], params=csv_params(amazon_sample))
+    data = kedro_project / "data"
     sequences = pd.read_parquet(data / "03_primary/amazon-scientific/user_sequences.parquet")
     n_items = len(pd.read_parquet(data / "03_primary/amazon-scientific/item_catalog.parquet"))
 
@@ -72,7 +64,7 @@ def test_alignment_pipeline(project, amazon_sample):
     assert torch.equal(state["id_table"], sasrec["item_embedding.weight"])  # SASRec's embeddings, unchanged
 
     # Aligned embeddings: every item, p^(0) of its ID embedding in the LLM's input space, via the catalog.
-    aligned = load_through_catalog(project, "aligned_item_embeddings", csv_params(amazon_sample))
+    aligned = load_through_catalog(kedro_project, "aligned_item_embeddings", csv_params(amazon_sample))
     assert list(aligned.columns) == ["item_idx", "item_id", "title", "embedding"]
     assert aligned["item_idx"].tolist() == list(range(1, n_items + 1))
     vectors = np.stack(aligned["embedding"].to_numpy())
@@ -103,7 +95,7 @@ def test_alignment_pipeline(project, amazon_sample):
     tampered.at[0, "history"] = [*tampered.at[0, "history"][1:], tampered.at[0, "target"]]
     tampered.to_parquet(data / "05_model_input/amazon-scientific/alignment_samples.parquet")
     with pytest.raises(LeakageError, match="alignment_samples"):
-        run_kedro(project, ["alignment"], params=csv_params(amazon_sample), node_names=["train_aligner"])
+        run_kedro(kedro_project, ["alignment"], params=csv_params(amazon_sample), node_names=["train_aligner"])
     assert len(list((data / "06_models/amazon-scientific/aligner").iterdir())) == 1
 
 

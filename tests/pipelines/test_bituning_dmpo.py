@@ -21,12 +21,6 @@ PARAMS = {"evaluation": {"llm_user_sample": SAMPLE}, "backbone": {"max_item_char
 AMAZON = {"format": "csv", "name": "amazon-scientific", "interactions": "i.csv", "items": "t.csv"}  # not read
 
 
-@pytest.fixture
-def project(kedro_project):
-    (kedro_project / "src").mkdir(exist_ok=True)  # bootstrap_project wants the source folder
-    return kedro_project
-
-
 def synthetic_tables(n_users: int = 12, n_items: int = 40):
     rng = np.random.default_rng(0)
     sequences = pd.DataFrame({
@@ -75,10 +69,10 @@ def test_cross_domain_examples_come_from_the_configured_data_set():
 
 
 @pytest.mark.slow
-def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(project, amazon_sample):
+def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(kedro_project, amazon_sample):
     params = {**csv_params(amazon_sample), **PARAMS}
-    run_kedro(project, ["data_processing"], params)
-    sequences = pd.read_parquet(layer_path(project, "03_primary", "user_sequences.parquet"))
+    run_kedro(kedro_project, ["data_processing"], params)
+    sequences = pd.read_parquet(layer_path(kedro_project, "03_primary", "user_sequences.parquet"))
     sample = llm_user_sample(sequences, SAMPLE, seed=42)
     # The summary cache exists for some users only: one training user, one evaluated user's test cutoff.
     eligible = sequences.loc[sequences["train_items"].map(len) >= 2, "user_idx"]
@@ -86,24 +80,24 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(project, amazon_s
         [(int(eligible.iloc[0]), "train", "Buys lab gloves."), (int(sample[0]), "test", "Buys lab gloves.")],
         columns=["user_idx", "cutoff", "summary"],
     ).assign(method="hierarchical", key="k")[["user_idx", "cutoff", "method", "summary", "key"]].to_parquet(
-        summaries_path(project)
+        summaries_path(kedro_project)
     )
-    run_kedro(project, ["bituning"], params, namespaces=["dmpo"])
+    run_kedro(kedro_project, ["bituning"], params, namespaces=["dmpo"])
 
-    examples = pd.read_parquet(layer_path(project, "05_model_input", "dmpo_training_examples.parquet"))
+    examples = pd.read_parquet(layer_path(kedro_project, "05_model_input", "dmpo_training_examples.parquet"))
     assert len(examples) == 4 and examples["negatives"].map(len).eq(2).all()  # conf/test: 4 users, k = 2
     assert examples["summary"].notna().sum() == 1
 
     tables = {}
     for model in ("sft", "dmpo", "sdpo"):
-        scores = pd.read_parquet(layer_path(project, "07_model_output", f"{model}_scores.parquet"))
+        scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", f"{model}_scores.parquet"))
         assert list(scores.columns) == [*SCORE_COLUMNS, "model"] and set(scores["model"]) == {model}
         assert sorted(set(scores["user_idx"])) == sample.tolist() and len(scores) == 2 * SAMPLE
         assert all(np.isfinite(s).all() and (s < 0).all() and len(s) == 21 for s in scores["candidate_scores"])
         tables[model] = scores.drop(columns="model")
     assert not np.allclose(np.stack(tables["dmpo"]["candidate_scores"]), np.stack(tables["sdpo"]["candidate_scores"]))
 
-    models = layer_path(project, "06_models", "dmpo")
+    models = layer_path(kedro_project, "06_models", "dmpo")
     sft, dmpo, sdpo = (load_adapter(models / name) for name in ("sft_adapter", "adapter", "sdpo_adapter"))
     reference = pd.read_parquet(models / "reference_logprobs.parquet")
     fingerprint = adapter_fingerprint(sft["state_dict"])
@@ -113,9 +107,9 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(project, amazon_s
         assert config["head"] == "likelihood" and config["meta"]["loss"] == loss
         assert config["meta"]["reference"] == f"sft adapter {fingerprint}"
 
-    few_shot = pd.read_parquet(layer_path(project, "07_model_output", "dmpo_few_shot_scores.parquet"))
+    few_shot = pd.read_parquet(layer_path(kedro_project, "07_model_output", "dmpo_few_shot_scores.parquet"))
     assert set(few_shot["model"]) == {"dmpo_u2"} and len(few_shot) == 2 * SAMPLE
-    log = pd.read_parquet(layer_path(project, "08_reporting", "dmpo_few_shot_training_log.parquet"))
+    log = pd.read_parquet(layer_path(kedro_project, "08_reporting", "dmpo_few_shot_training_log.parquet"))
     assert set(log["model"]) == {"sft_u2", "dmpo_u2"}
 
     # The evaluation names rows by the `model` column: the sweep is one table, several models.
@@ -125,9 +119,9 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(project, amazon_s
     assert set(test["model"]) == {"sft", "dmpo", "sdpo", "dmpo_u2"} and test["value"].between(0, 1).all()
 
 
-def summaries_path(project):
+def summaries_path(kedro_project):
     """Where the summarization stage's ``user_summaries`` goes; these tests write it themselves."""
-    path = layer_path(project, "04_feature", "user_summaries.parquet")
+    path = layer_path(kedro_project, "04_feature", "user_summaries.parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -138,16 +132,16 @@ def load_adapter(folder) -> dict:
 
 
 @pytest.mark.slow
-def test_cross_domain_training_through_configuration_alone(project, amazon_sample):
+def test_cross_domain_training_through_configuration_alone(kedro_project, amazon_sample):
     params = {**csv_params(amazon_sample), **PARAMS}
-    run_kedro(project, ["data_processing"], params)
+    run_kedro(kedro_project, ["data_processing"], params)
     pd.DataFrame(columns=["user_idx", "cutoff", "method", "summary", "key"]).astype({"user_idx": "int64"}).to_parquet(
-        summaries_path(project)
+        summaries_path(kedro_project)
     )
     cross = {**params, "dmpo": {"train_dataset": {"format": "movielens", "name": "ml-100k"}, "few_shot_users": []}}
-    run_kedro(project, ["bituning"], cross, node_names=["dmpo.make_training_examples", "dmpo.train_sft", "dmpo.score_sft"])
-    scores = pd.read_parquet(layer_path(project, "07_model_output", "sft_scores.parquet"))
+    run_kedro(kedro_project, ["bituning"], cross, node_names=["dmpo.make_training_examples", "dmpo.train_sft", "dmpo.score_sft"])
+    scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", "sft_scores.parquet"))
     assert set(scores["model"]) == {"sft_from_ml-100k"} and len(scores) == 2 * SAMPLE
-    folder = sorted((layer_path(project, "06_models", "dmpo") / "sft_adapter").iterdir())[-1] / "sft_adapter"
+    folder = sorted((layer_path(kedro_project, "06_models", "dmpo") / "sft_adapter").iterdir())[-1] / "sft_adapter"
     config = json.loads((folder / "recommender.json").read_text())
     assert config["meta"]["domain"] == "ml-100k" and config["prompt"]["use_summary"] is False

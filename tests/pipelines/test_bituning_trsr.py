@@ -18,41 +18,35 @@ SAMPLE = 4
 PARAMS = {"evaluation": {"llm_user_sample": SAMPLE}, "backbone": {"max_item_chars": 40}}
 
 
-@pytest.fixture
-def project(kedro_project):
-    (kedro_project / "src").mkdir(exist_ok=True)  # bootstrap_project wants the source folder
-    return kedro_project
-
-
-def adapter_folder(project, name: str):
-    versions = sorted((layer_path(project, "06_models", "trsr") / name).iterdir())
+def adapter_folder(kedro_project, name: str):
+    versions = sorted((layer_path(kedro_project, "06_models", "trsr") / name).iterdir())
     assert len(versions) == 1  # versioned: one timestamped folder per run
     return versions[0] / name
 
 
 @pytest.mark.slow
-def test_trsr_trains_saves_and_scores_with_and_without_the_summary(project, amazon_sample):
+def test_trsr_trains_saves_and_scores_with_and_without_the_summary(kedro_project, amazon_sample):
     params = {**csv_params(amazon_sample), **PARAMS}
-    run_kedro(project, ["data_processing", "summarization"], params)
-    run_kedro(project, ["bituning"], params, namespaces=["trsr"])
-    sequences = pd.read_parquet(layer_path(project, "03_primary", "user_sequences.parquet"))
+    run_kedro(kedro_project, ["data_processing", "summarization"], params)
+    run_kedro(kedro_project, ["bituning"], params, namespaces=["trsr"])
+    sequences = pd.read_parquet(layer_path(kedro_project, "03_primary", "user_sequences.parquet"))
     sample = llm_user_sample(sequences, SAMPLE, seed=42)
 
     tables = {}
     for model in ("trsr", "trsr_no_summary"):
-        scores = pd.read_parquet(layer_path(project, "07_model_output", f"{model}_scores.parquet"))
+        scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", f"{model}_scores.parquet"))
         assert list(scores.columns) == SCORE_COLUMNS
         assert set(scores["protocol"]) == {"sampled"} and sorted(set(scores["split"])) == ["test", "valid"]
         assert sorted(set(scores["user_idx"])) == sample.tolist() and len(scores) == 2 * SAMPLE
         for values, n in zip(scores["candidate_scores"], scores["n_ranked"], strict=True):
             assert len(values) == n == 21 and ((values > 0) & (values < 1)).all()  # p(Yes)
         tables[model] = scores
-        log = pd.read_parquet(layer_path(project, "08_reporting", f"{model}_training_log.parquet"))
+        log = pd.read_parquet(layer_path(kedro_project, "08_reporting", f"{model}_training_log.parquet"))
         assert len(log) == 1 and np.isfinite(log["loss"]).all() and log["metric"].notna().all()
     assert not np.allclose(np.stack(tables["trsr"]["candidate_scores"]), np.stack(tables["trsr_no_summary"]["candidate_scores"]))
 
     for name, use_summary in (("adapter", True), ("no_summary_adapter", False)):
-        folder = adapter_folder(project, name)
+        folder = adapter_folder(kedro_project, name)
         assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "recommender.json"}
         config = json.loads((folder / "recommender.json").read_text())
         assert config["head"] == "yes_no" and config["prompt"]["use_summary"] is use_summary
@@ -60,8 +54,8 @@ def test_trsr_trains_saves_and_scores_with_and_without_the_summary(project, amaz
         assert json.loads((folder / "adapter_config.json").read_text())["r"] == 8
 
     # Scoring again from the saved adapter reproduces the scores.
-    run_kedro(project, ["bituning"], params, node_names=["trsr.score_trsr"])
-    again = pd.read_parquet(layer_path(project, "07_model_output", "trsr_scores.parquet"))
+    run_kedro(kedro_project, ["bituning"], params, node_names=["trsr.score_trsr"])
+    again = pd.read_parquet(layer_path(kedro_project, "07_model_output", "trsr_scores.parquet"))
     np.testing.assert_allclose(np.stack(again["candidate_scores"]), np.stack(tables["trsr"]["candidate_scores"]), rtol=1e-6)
 
     # With and without the summary, side by side in the metrics.

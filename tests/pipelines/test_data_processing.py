@@ -27,19 +27,13 @@ OUTPUTS = {
 }
 
 
-def output_paths(project: Path, dataset: str = "amazon-scientific") -> dict[str, Path]:
+def output_paths(kedro_project: Path, dataset: str = "amazon-scientific") -> dict[str, Path]:
     """Every output lives under its data set's own folder, so two data sets never overwrite each other."""
-    return {name: project / "data" / path.format(dataset=dataset) for name, path in OUTPUTS.items()}
+    return {name: kedro_project / "data" / path.format(dataset=dataset) for name, path in OUTPUTS.items()}
 
 
-@pytest.fixture
-def project(kedro_project) -> Path:
-    (kedro_project / "src").mkdir(exist_ok=True)  # bootstrap_project wants the source folder to exist
-    return kedro_project
-
-
-def load(project: Path, dataset: str = "amazon-scientific") -> dict:
-    paths = output_paths(project, dataset)
+def load(kedro_project: Path, dataset: str = "amazon-scientific") -> dict:
+    paths = output_paths(kedro_project, dataset)
     tables = {name: pd.read_parquet(path) for name, path in paths.items() if path.suffix == ".parquet"}
     return {**tables, "data_quality": json.loads(paths["data_quality"].read_text())}
 
@@ -75,9 +69,9 @@ def check_tables(out: dict, n_negatives: int = 20) -> None:
         assert not set(items[1:]) & {*row.train_items, row.valid_target, row.test_target}
 
 
-def test_amazon_sample_through_the_csv_reader(project, amazon_sample):
-    run_kedro(project, ["data_processing"], csv_params(amazon_sample))
-    out = load(project)
+def test_amazon_sample_through_the_csv_reader(kedro_project, amazon_sample):
+    run_kedro(kedro_project, ["data_processing"], csv_params(amazon_sample))
+    out = load(kedro_project)
     check_tables(out)
     quality = out["data_quality"]
     assert quality["dataset"] == "amazon-scientific" and quality["format"] == "csv"
@@ -87,10 +81,10 @@ def test_amazon_sample_through_the_csv_reader(project, amazon_sample):
     assert " | description: " in out["item_catalog"]["text"].iloc[0]
 
 
-def test_movielens_100k_with_a_user_sample(project):
+def test_movielens_100k_with_a_user_sample(kedro_project):
     params = {"dataset": {"format": "movielens", "name": "ml-100k"}, "data_processing": {"max_users": 200}}
-    run_kedro(project, ["data_processing"], params)
-    out = load(project, "ml-100k")
+    run_kedro(kedro_project, ["data_processing"], params)
+    out = load(kedro_project, "ml-100k")
     check_tables(out)
     quality = out["data_quality"]
     assert (quality["dataset"], quality["users"], quality["users_before_sampling"]) == ("ml-100k", 200, 943)
@@ -99,18 +93,18 @@ def test_movielens_100k_with_a_user_sample(project):
     assert toy_story == "Toy Story (1995) | genre: Animation Children's Comedy"
 
 
-def test_a_bad_file_stops_the_run_before_any_output_is_written(project, amazon_sample, tmp_path):
+def test_a_bad_file_stops_the_run_before_any_output_is_written(kedro_project, amazon_sample, tmp_path):
     inter = pd.read_csv(amazon_sample / "interactions.csv", dtype=str)
     inter.loc[3, "timestamp"] = "soon"
     inter.to_csv(tmp_path / "interactions.csv", index=False)
     params = csv_params(amazon_sample)
     params["dataset"]["interactions"] = str(tmp_path / "interactions.csv")
     with pytest.raises(DataValidationError, match="line 5"):
-        run_kedro(project, ["data_processing"], params)
-    assert not any(path.exists() for path in output_paths(project).values())
+        run_kedro(kedro_project, ["data_processing"], params)
+    assert not any(path.exists() for path in output_paths(kedro_project).values())
 
 
-def test_kedro_run_cli_with_dotted_params(project, amazon_sample):
+def test_kedro_run_cli_with_dotted_params(kedro_project, amazon_sample):
     """The documented command line: ``kedro run --pipelines=data_processing --params=dataset.format=csv,...``."""
     params = ",".join(
         f"dataset.{key}={value}"
@@ -125,7 +119,7 @@ def test_kedro_run_cli_with_dotted_params(project, amazon_sample):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
     result = subprocess.run(
         [str(kedro), "run", "--env=test", "--pipelines=data_processing", f"--params={params}"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert load(project, "x")["data_quality"]["dataset"] == "x"
+    assert load(kedro_project, "x")["data_quality"]["dataset"] == "x"

@@ -11,16 +11,8 @@ from llm_seqrec.evaluation.protocol import METRIC_COLUMNS, llm_user_sample
 SAMPLE = 4  # users the frozen LLM scores here (conf/test has 8)
 
 
-@pytest.fixture
-def project(kedro_project):
-    # bootstrap_project insists on a source folder inside the project root, which the shared
-    # kedro_project fixture does not make; the package itself is imported from the installed one.
-    (kedro_project / "src").mkdir(exist_ok=True)
-    return kedro_project
-
-
 @pytest.mark.slow
-def test_evaluation_pipeline(project, amazon_sample):
+def test_evaluation_pipeline(kedro_project, amazon_sample):
     # Few users and short item titles keep the frozen LLM's work small on a shared CPU. A runtime
     # section replaces the configured one whole; the rest comes from params.py's defaults.
     params = {
@@ -28,8 +20,8 @@ def test_evaluation_pipeline(project, amazon_sample):
         "backbone": {"max_item_chars": 48},
         "evaluation": {"llm_user_sample": SAMPLE, "zeroshot_recent_items": 5, "progress": False},
     }
-    run_kedro(project, ["data_processing", "id_pretraining", "evaluation"], params=params)
-    data = project / "data"
+    run_kedro(kedro_project, ["data_processing", "id_pretraining", "evaluation"], params=params)
+    data = kedro_project / "data"
 
     sequences = pd.read_parquet(data / "03_primary" / "amazon-scientific" / "user_sequences.parquet")
     zeroshot = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "llm_zeroshot_scores.parquet")

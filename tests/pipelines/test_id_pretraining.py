@@ -20,7 +20,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("exclude_seen", [False, True])
 def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample, exclude_seen):
-    (kedro_project / "src").mkdir(exist_ok=True)  # bootstrap_project wants the source folder to exist
     params = {**csv_params(amazon_sample), "evaluation": {"exclude_seen": exclude_seen}}
     run_kedro(kedro_project, ["data_processing", "id_pretraining"], params)
 

@@ -98,7 +98,6 @@ def test_the_leakage_check_fails_on_a_summary_that_saw_its_target(tmp_path):
 
 @pytest.mark.slow
 def test_the_pipeline_summarises_resumes_from_its_cache_and_runs_both_methods(kedro_project, amazon_sample, counted_llm):
-    (kedro_project / "src").mkdir(exist_ok=True)  # bootstrap_project wants the source folder
     params = csv_params(amazon_sample)
     run_kedro(kedro_project, ["data_processing", "summarization"], params)
     feature = kedro_project / "data/04_feature" / params["dataset"]["name"]  # catalog: data/<layer>/<dataset>/
