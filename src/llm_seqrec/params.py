@@ -135,7 +135,7 @@ class SASRecParams(Strict):
 class SummaryTemplatesParams(Strict):
     """LLM-TRSR's prompts (``summarization.templates``): user turns, sent in the model's chat template.
 
-    These defaults hold where an environment replaces the whole ``summarization`` section (conf/test);
+    The defaults hold where no configuration sets a key (tests build sections in code);
     conf/base/parameters_summarization.yml spells them out for editing.
     """
 
@@ -195,7 +195,7 @@ class SummarizationParams(Strict):
 class AlignmentParams(Strict):
     """RA-Rec (``alignment.*``): tailored data, prompt layout, aligner, loss and training budget.
 
-    These defaults hold where an environment replaces the whole ``alignment`` section (conf/test);
+    The defaults hold where no configuration sets a key (tests build sections in code);
     conf/base/parameters_alignment.yml spells them out for editing.
     """
 
@@ -381,8 +381,8 @@ class _BiTuningFamilyParams(LaserModelParams):
 
 
 class LaserParams(_BiTuningFamilyParams):
-    """Laser Bi-Tuning (``laser.*``). These defaults hold where an environment replaces the whole
-    ``laser`` section (conf/test); conf/base/parameters_bituning.yml spells them out for editing."""
+    """Laser Bi-Tuning (``laser.*``). The defaults hold where no configuration sets a key (tests build
+    sections in code); conf/base/parameters_bituning.yml spells them out for editing."""
 
     NAME: ClassVar[str] = "laser"
     ABLATIONS: ClassVar[tuple[str, ...]] = LASER_ABLATIONS
