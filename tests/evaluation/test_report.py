@@ -1,7 +1,7 @@
 import pandas as pd
 
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS
-from llm_seqrec.evaluation.report import metrics_figure, metrics_markdown
+from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_markdown
 
 
 def metrics() -> pd.DataFrame:
@@ -39,3 +39,25 @@ def test_figure_panels_use_the_largest_user_set_every_model_is_reported_on():
     assert "all users (n = 300)" in axes[0].get_title() and "all users" in axes[1].get_title()
     assert "'sample8' (n = 8)" in axes[2].get_title()
     assert [t.get_text() for t in axes[2].get_xticklabels()] == ["pop", "sasrec", "llm_zeroshot"]
+
+
+def test_example_users_show_history_target_and_each_models_top_items():
+    sequences = pd.DataFrame(
+        [(1, "u1", [1, 2, 3], 4, 5)], columns=["user_idx", "user_id", "train_items", "valid_target", "test_target"]
+    )
+    catalog = pd.DataFrame({"item_idx": range(1, 8), "title": ["A", "B", "C", "D", "E", "F|G", "H"]})
+    candidates = pd.DataFrame({"user_idx": [1], "split": ["test"], "candidates": [[5, 6, 7]]})
+    scored = {
+        "sasrec": pd.DataFrame([
+            (1, "test", "full", 1.0, 5, [6, 5, 7], None),
+            (1, "test", "sampled", 0.5, 3, None, [0.9, 0.9, 0.1]),
+            (1, "valid", "full", 0.0, 5, [4, 6], None),
+        ], columns=["user_idx", "split", "protocol", "rank", "n_ranked", "top_items", "candidate_scores"]),
+    }
+    text = example_users_markdown(sequences, catalog, candidates, scored, [1], top_n=2, history_items=3)
+    assert "## user 1 (u1)" in text
+    assert "Last 3 of 4 items, oldest first: B; C; D" in text  # the test input ends with the valid target
+    assert "Target: **E**" in text
+    assert "| sasrec | full | 1 of 5 | F\\|G; **E** |" in text  # a pipe in a title is escaped
+    assert "| sasrec | sampled | 0.5 of 3 | **E**; F\\|G |" in text  # a tie keeps the candidates' order
+    assert "| sasrec | full | 0 of 5 |" not in text  # the valid split is not shown

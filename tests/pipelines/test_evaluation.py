@@ -53,3 +53,8 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     assert "## amazon-scientific · sampled ranking · test split · seeded user sample" in table
     assert (data / "08_reporting" / "metrics.png").stat().st_size > 0
 
+
+    examples = (data / "08_reporting" / "amazon-scientific" / "example_users.md").read_text()
+    assert examples.count("\n## user ") == 3  # evaluation.example_users
+    assert all(f"| {model} | {protocol} |" in examples
+               for model, protocol in (("pop", "full"), ("sasrec", "full"), ("sasrec", "sampled"), ("llm_zeroshot", "sampled")))

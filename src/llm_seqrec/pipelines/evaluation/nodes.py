@@ -18,7 +18,7 @@ from llm_seqrec.evaluation.protocol import (
     metrics_table,
     sampled_rows,
 )
-from llm_seqrec.evaluation.report import metrics_figure, metrics_markdown
+from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_markdown
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
 from llm_seqrec.models.popularity import item_counts
@@ -86,16 +86,34 @@ def compute_metrics(
     unscored = sorted(model for model, table in score_tables.items() if table.empty)
     if unscored:
         logger.warning("Not scored yet, so not in metrics.csv (run their stage first): %s", ", ".join(unscored))
+    return metrics_table(_scored_models(score_tables), DatasetParams.model_validate(dataset).name, params.ks, user_sets)
+
+
+def _scored_models(score_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Model name -> its scores, for the models scored so far. A table with a ``model`` column holds
+    several models (a few-shot sweep, a cross-domain run)."""
     scored = {}
     for name, table in score_tables.items():
         if table.empty:
             continue
-        # A table with a `model` column holds several models (a few-shot sweep, a cross-domain run).
         if "model" in table.columns:
             scored.update({model: rows.drop(columns="model") for model, rows in table.groupby("model", sort=True)})
         else:
             scored[name] = table
-    return metrics_table(scored, DatasetParams.model_validate(dataset).name, params.ks, user_sets)
+    return scored
+
+
+def show_example_users(
+    user_sequences: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    eval_candidates: pd.DataFrame,
+    evaluation: dict,
+    **score_tables: pd.DataFrame,
+) -> str:
+    """``example_users``: a few seeded users of the LLM sample, each model's top items for them."""
+    params = EvaluationParams.model_validate(evaluation)
+    users = np.sort(llm_user_sample(user_sequences, params.llm_user_sample, params.seed))[: params.example_users]
+    return example_users_markdown(user_sequences, item_catalog, eval_candidates, _scored_models(score_tables), users)
 
 
 def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> str:

@@ -1,6 +1,13 @@
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_metrics, plot_metrics, render_metrics_table, score_llm_zeroshot, score_popularity
+from .nodes import (
+    compute_metrics,
+    plot_metrics,
+    render_metrics_table,
+    score_llm_zeroshot,
+    score_popularity,
+    show_example_users,
+)
 
 # Every model whose ``<model>_scores`` the metrics cover; a stage that adds a model adds its name here.
 SCORED_MODELS = (
@@ -53,5 +60,17 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(render_metrics_table, ["metrics", "params:evaluation"], "metrics_table", name="render_metrics_table"),
             Node(plot_metrics, "metrics", "metrics_plot", name="plot_metrics"),
+            Node(
+                show_example_users,
+                {
+                    "user_sequences": "user_sequences",
+                    "item_catalog": "item_catalog",
+                    "eval_candidates": "eval_candidates",
+                    "evaluation": "params:evaluation",
+                    **{model: f"{model}_scores" for model in SCORED_MODELS},
+                },
+                "example_users",
+                name="show_example_users",
+            ),
         ]
     )
