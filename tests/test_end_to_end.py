@@ -4,9 +4,13 @@ kedro-viz."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -67,12 +71,62 @@ def test_notebook_runs_headless(finished_run):
     assert "summaries;" in text and "data sets:" in text
 
 
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Flags for a machine with no network beyond loopback: without the background-networking ones,
+# Chromium keeps trying to reach Google's hosts.
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,1000"]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # one line per request would flood the test output
+        pass
+
+
 @pytest.mark.slow
-def test_kedro_viz_builds(finished_run):
+def test_kedro_viz_build_shows_the_stages_in_chromium(finished_run):
+    """``kedro viz build``, served on 127.0.0.1 and loaded in headless Chromium: the pipeline menu lists
+    the six stages, the summary cache and aligned embeddings are on the page; a screenshot is kept."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
     env = {**os.environ, "KEDRO_ENV": "test", "KEDRO_DISABLE_TELEMETRY": "true"}
     result = subprocess.run(
         [sys.executable, "-m", "kedro", "viz", "build"], cwd=finished_run, env=env, capture_output=True, text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (finished_run / "build" / "index.html").is_file()
+    site = finished_run / "build"
+    assert (site / "index.html").is_file()
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.fail("Debian's chromium and chromium-driver are not installed: run `make browser` (part of `make test`)")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=site))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_port}/")
+        wait = WebDriverWait(driver, 120)
+        label = wait.until(lambda d: d.find_elements(
+            "xpath", "//button[contains(@class,'dropdown__label')][contains(., '__default__')]"
+        ))[0]
+        wait.until(lambda d: "aligned_item_embeddings" in d.find_element("tag name", "body").text)
+        body = driver.find_element("tag name", "body").text
+        assert "summary_cache" in body and "aligned_item_embeddings" in body
+        driver.save_screenshot(str(finished_run / "kedro_viz.png"))
+        driver.execute_script("arguments[0].click()", label)  # open the pipeline menu
+        options_shown = wait.until(lambda d: [o.get_attribute("textContent")
+                                              for o in d.find_elements("css selector", ".dropdown__options .menu-option")])
+    finally:
+        driver.quit()
+        server.shutdown()
+    stages = {"data_processing", "id_pretraining", "summarization", "alignment", "bituning", "evaluation"}
+    assert stages <= set(options_shown), options_shown
+    assert (finished_run / "kedro_viz.png").stat().st_size > 10_000
