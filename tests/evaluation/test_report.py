@@ -1,7 +1,9 @@
+import html
+
 import pandas as pd
 
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS
-from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_markdown
+from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown
 
 
 def metrics() -> pd.DataFrame:
@@ -61,3 +63,14 @@ def test_example_users_show_history_target_and_each_models_top_items():
     assert "| sasrec | full | 1 of 5 | F\\|G; **E** |" in text  # a pipe in a title is escaped
     assert "| sasrec | sampled | 0.5 of 3 | **E**; F\\|G |" in text  # a tie keeps the candidates' order
     assert "| sasrec | full | 0 of 5 |" not in text  # the valid split is not shown
+
+
+def test_html_holds_the_markdown_tables_with_each_columns_best_in_bold():
+    frame = metrics()
+    frame.loc[(frame["model"] == "sasrec") & (frame["metric"] == "hr@10"), "value"] = 0.5
+    page = metrics_html(frame, exclude_seen=True, n_negatives=20)
+    markdown = metrics_markdown(frame, exclude_seen=True, n_negatives=20)
+    headings = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+    assert page.count("<h2>") == len(headings) and all(html.escape(h) in page for h in headings)
+    assert "<td>sasrec</td><td><b>0.5000</b></td>" in page
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")

@@ -52,6 +52,7 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     table = (data / "08_reporting" / "metrics.md").read_text()
     assert "## amazon-scientific · sampled ranking · test split · seeded user sample" in table
     assert (data / "08_reporting" / "metrics.png").stat().st_size > 0
+    assert (data / "08_reporting" / "metrics.html").read_text().count("<h2>") == table.count("\n## ")
 
 
     examples = (data / "08_reporting" / "amazon-scientific" / "example_users.md").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,32 +39,71 @@ def _groups(metrics: pd.DataFrame):
         yield (dataset, protocol, split, users), metrics[chosen]
 
 
-def metrics_markdown(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
-    """One table per dataset / protocol / split / user set: models as rows, metrics as columns."""
+def _intro(exclude_seen: bool, n_negatives: int) -> list[str]:
     seen = "removed from" if exclude_seen else "kept in"
-    lines = [
-        "# Evaluation",
-        "",
+    return [
         "Leave-one-out by time: the last interaction is the test target, the one before it the validation target.",
-        f"- **full ranking**: the target ranked against every item; the user's input items are {seen} the "
+        f"**full ranking**: the target ranked against every item; the user's input items are {seen} the "
         f"ranking (`evaluation.exclude_seen: {str(exclude_seen).lower()}`).",
-        f"- **sampled ranking**: the target ranked against {n_negatives} seeded negatives, the same for every model.",
-        "- Ties count half. A model appears under every user set it scored completely; LLM models score a "
+        f"**sampled ranking**: the target ranked against {n_negatives} seeded negatives, the same for every model.",
+        "Ties count half. A model appears under every user set it scored completely; LLM models score a "
         "seeded user sample, on which every other model is reported too.",
     ]
+
+
+def _tables(metrics: pd.DataFrame):
+    """(heading, models x metrics table) per dataset / protocol / split / user set, in reading order."""
     for (dataset, protocol, split, users), group in _groups(metrics):
         table = group.pivot_table(index="model", columns="metric", values="value", sort=False)
         table = table.loc[list(dict.fromkeys(group["model"])), list(dict.fromkeys(group["metric"]))]
         n_users = int(group["n_users"].iloc[0])
+        yield f"{dataset} · {PROTOCOL_NAMES[protocol]} · {split} split · {_users_name(users, n_users)}", table
+
+
+def metrics_markdown(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
+    """One table per dataset / protocol / split / user set: models as rows, metrics as columns."""
+    intro = _intro(exclude_seen, n_negatives)
+    lines = ["# Evaluation", "", intro[0], *(f"- {line}" for line in intro[1:])]
+    for heading, table in _tables(metrics):
         lines += [
             "",
-            f"## {dataset} · {PROTOCOL_NAMES[protocol]} · {split} split · {_users_name(users, n_users)}",
+            f"## {heading}",
             "",
             "| model | " + " | ".join(table.columns) + " |",
             "|---|" + "---:|" * len(table.columns),
         ]
         lines += [f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for model, row in table.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def _inline_html(markdown: str) -> str:
+    """Escape, then the two inline markdown marks the intro uses: **bold** and `code`."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(markdown))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def metrics_html(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
+    """The tables of :func:`metrics_markdown` as one self-contained HTML page, each column's best in bold."""
+    intro = _intro(exclude_seen, n_negatives)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>llm_seqrec evaluation</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "</style></head><body><h1>Evaluation</h1>",
+        f"<p>{_inline_html(intro[0])}</p><ul>" + "".join(f"<li>{_inline_html(line)}</li>" for line in intro[1:]) + "</ul>",
+    ]
+    for heading, table in _tables(metrics):
+        best = table.max()
+        rows = "".join(
+            f"<tr><td>{html.escape(str(model))}</td>"
+            + "".join(f"<td>{'<b>' if v == best[m] else ''}{v:.4f}{'</b>' if v == best[m] else ''}</td>"
+                      for m, v in row.items())
+            + "</tr>"
+            for model, row in table.iterrows()
+        )
+        header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(str(m))}</th>" for m in table.columns) + "</tr>"
+        parts.append(f"<h2>{html.escape(heading)}</h2><table>{header}{rows}</table>")
+    return "".join(parts) + "</body></html>\n"
 
 
 def metrics_figure(metrics: pd.DataFrame, split: str = "test") -> Figure:

@@ -18,7 +18,7 @@ from llm_seqrec.evaluation.protocol import (
     metrics_table,
     sampled_rows,
 )
-from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_markdown
+from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
 from llm_seqrec.models.popularity import item_counts
@@ -116,9 +116,11 @@ def show_example_users(
     return example_users_markdown(user_sequences, item_catalog, eval_candidates, _scored_models(score_tables), users)
 
 
-def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> str:
+def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> tuple[str, str]:
+    """``metrics_table`` (markdown) and ``metrics_html``: the same tables, for reading and for a browser."""
     params = EvaluationParams.model_validate(evaluation)
-    return metrics_markdown(metrics, exclude_seen=params.exclude_seen, n_negatives=params.n_negatives)
+    settings = {"exclude_seen": params.exclude_seen, "n_negatives": params.n_negatives}
+    return metrics_markdown(metrics, **settings), metrics_html(metrics, **settings)
 
 
 def plot_metrics(metrics: pd.DataFrame) -> Figure:

@@ -58,7 +58,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "metrics",
                 name="compute_metrics",
             ),
-            Node(render_metrics_table, ["metrics", "params:evaluation"], "metrics_table", name="render_metrics_table"),
+            Node(
+                render_metrics_table,
+                ["metrics", "params:evaluation"],
+                ["metrics_table", "metrics_html"],
+                name="render_metrics_table",
+            ),
             Node(plot_metrics, "metrics", "metrics_plot", name="plot_metrics"),
             Node(
                 show_example_users,
