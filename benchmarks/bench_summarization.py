@@ -46,8 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=16, help="block prompts for the batched vs one-at-a-time comparison")
     parser.add_argument("--users", type=int, default=6, help="users summarised (test cutoff) per method")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the configured summarization.generation value")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the configured summarization.generation value")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -70,8 +70,9 @@ def main() -> None:
     ][: args.prompts]
     prompts = [chat_prompt(backbone, m, templates.system) for m in block_messages]
     # The configured decoding (greedy, n-gram ban), with this run's budget.
+    overrides = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     settings = GenerationSettings(
-        **{**params.generation.model_dump(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+        **{**params.generation.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     )
     one = dataclasses.replace(settings, batch_size=1)
     generate(backbone, prompts[:2], settings)  # warm-up
@@ -85,8 +86,8 @@ def main() -> None:
     prompt_tokens = sum(g.tokens_in for g in batched)
     same = sum(a.text == b.text for a, b in zip(batched, single, strict=True))
     print(f"\n{len(prompts)} block prompts, {prompt_tokens} prompt tokens (mean {prompt_tokens / len(prompts):.0f}), "
-          f"{new_tokens} generated tokens, max_new_tokens {args.max_new_tokens}")
-    print(f"  batched (batch {args.batch_size}): {batched_s:7.1f} s  {new_tokens / batched_s:7.1f} generated tokens/s")
+          f"{new_tokens} generated tokens, max_new_tokens {settings.max_new_tokens}")
+    print(f"  batched (batch {settings.batch_size}): {batched_s:7.1f} s  {new_tokens / batched_s:7.1f} generated tokens/s")
     print(f"  one at a time:        {single_s:7.1f} s  {sum(g.tokens_out for g in single) / single_s:7.1f} generated tokens/s")
     print(f"  speed-up: {single_s / batched_s:.1f}x   identical greedy outputs: {same}/{len(prompts)}")
 
