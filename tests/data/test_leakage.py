@@ -30,6 +30,7 @@ def test_inputs_that_end_just_before_their_target_pass():
           targets=[7, 8, 9, 5])
     check([2, 2], ["test", "valid"], [[5, 6, 5, 7], [6, 5]], targets=[5, 7])  # the repeat is the test target
     check([1], ["valid"], [[]])  # an empty history shows nothing
+    check([1, 2], "valid", [[5, 6, 7], [5, 6, 5]])  # one cutoff for every input
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def target_position(n_train_items: int, cutoff: str | int) -> int:
 def check_inputs_precede_targets(
     user_sequences: pd.DataFrame,
     users: Iterable[int],
-    cutoffs: Iterable[str | int],
+    cutoffs: str | int | Iterable[str | int],
     histories: Iterable[Sequence[int]],
     *,
     what: str,
@@ -41,14 +41,16 @@ def check_inputs_precede_targets(
 ) -> None:
     """Raise :class:`LeakageError` unless every history is exactly the items just before its cutoff's
     target (a suffix of the sequence up to it; any length) and, where given, every target is the item at
-    that cutoff. Checked by position, so an item the user chose twice is no false alarm."""
+    that cutoff. ``cutoffs`` is one per input, or a single cutoff for all of them. Checked by position,
+    so an item the user chose twice is no false alarm."""
+    users, histories = list(users), list(histories)
+    cutoffs = [cutoffs] * len(users) if isinstance(cutoffs, str | int) else list(cutoffs)
+    targets = [None] * len(users) if targets is None else list(targets)
     sequences = user_sequences.set_index("user_idx")
     train_items = sequences["train_items"].to_dict()
     valid, test = sequences["valid_target"].to_dict(), sequences["test_target"].to_dict()
-    leaks, n = [], 0
-    target_list = list(targets) if targets is not None else None
-    for row, (user, cutoff, history) in enumerate(zip(users, cutoffs, histories, strict=True)):
-        n += 1
+    leaks = []
+    for user, cutoff, history, target in zip(users, cutoffs, histories, targets, strict=True):
         user = int(user)
         if user not in train_items:
             leaks.append(f"user {user} at {cutoff}: not in user_sequences")
@@ -59,10 +61,10 @@ def check_inputs_precede_targets(
         before = full[max(position - len(shown), 0) : position] if position >= 0 else []
         if len(shown) > position or shown != before:
             leaks.append(f"user {user} at {cutoff}: input {shown}, but the items before the target are {full[:position]}")
-        elif target_list is not None and int(target_list[row]) != full[position]:
-            leaks.append(f"user {user} at {cutoff}: target {int(target_list[row])}, but the item there is {full[position]}")
+        elif target is not None and int(target) != full[position]:
+            leaks.append(f"user {user} at {cutoff}: target {int(target)}, but the item there is {full[position]}")
     if leaks:
         raise LeakageError(
-            f"leakage check failed for {what}: {len(leaks)} of {n} inputs are not the items just before "
+            f"leakage check failed for {what}: {len(leaks)} of {len(users)} inputs are not the items just before "
             "their target:\n  " + "\n  ".join(leaks[:10])
         )

@@ -248,7 +248,7 @@ def score_ra_rec(
     with torch.no_grad():
         for split in SPLITS:
             inputs, _ = split_inputs(sampled_users, split)
-            check_inputs_precede_targets(sampled_users, sampled_users["user_idx"], [split] * len(inputs), inputs,
+            check_inputs_precede_targets(sampled_users, sampled_users["user_idx"], split, inputs,
                                          what=f"ra_rec queries at {split}")
             queries = _queries(model, inputs, params.eval_batch_size, eval_params.progress, f"ra_rec {split}")
             scores = model.score_all(queries.to(llm.device)).cpu()

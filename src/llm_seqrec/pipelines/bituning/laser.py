@@ -134,7 +134,7 @@ def score_laser(
     tables = []
     for split in SPLITS:
         inputs, _ = split_inputs(rows, split)
-        check_inputs_precede_targets(rows, rows["user_idx"], [split] * len(rows), inputs, what=f"{model} queries at {split}")
+        check_inputs_precede_targets(rows, rows["user_idx"], split, inputs, what=f"{model} queries at {split}")
         user_prompts = _user_prompts(prompts, rows["user_idx"], inputs, summaries, split)
         scores = net.score_users(user_prompts, inputs, params.score_batch_size, progress=ev.progress)
         tables.append(_full_rows(scores, rows, split, ev.exclude_seen))
@@ -284,7 +284,7 @@ def _training_examples(user_sequences: pd.DataFrame, prompts: Prompts, summaries
         )
     histories = [[int(i) for i in items[:-1]] for items in frame["train_items"]]
     targets = [int(items[-1]) for items in frame["train_items"]]
-    check_inputs_precede_targets(frame, frame["user_idx"], ["train"] * len(frame), histories, targets=targets,
+    check_inputs_precede_targets(frame, frame["user_idx"], "train", histories, targets=targets,
                                  what="Laser training users")
     return UserSet(frame, _user_prompts(prompts, frame["user_idx"], histories, summaries, "train"), histories, targets)
 
@@ -301,7 +301,7 @@ def _validation_users(user_sequences: pd.DataFrame, prompts: Prompts, summaries:
         frame = frame.iloc[np.sort(chosen)]
     frame = frame.reset_index(drop=True)
     inputs, targets = split_inputs(frame, "valid")
-    check_inputs_precede_targets(frame, frame["user_idx"], ["valid"] * len(frame), inputs, targets=targets,
+    check_inputs_precede_targets(frame, frame["user_idx"], "valid", inputs, targets=targets,
                                  what="Laser validation users")
     return UserSet(frame, _user_prompts(prompts, frame["user_idx"], inputs, summaries, "valid"), inputs, targets)
 
