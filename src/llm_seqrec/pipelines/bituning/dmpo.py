@@ -53,6 +53,7 @@ from llm_seqrec.models.llm_recommender import (
     validation_rows,
 )
 from llm_seqrec.params import BackboneParams, DatasetParams, DMPOParams, EvaluationParams
+from llm_seqrec.pipelines.bituning.trsr import score_adapter
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
 from llm_seqrec.training import seed_everything
 
@@ -93,7 +94,7 @@ def make_training_examples(
         for ex in examples
     ]
     table = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
-    check_inputs_precede_targets(sequences, table["user_idx"], ["train"] * len(table), table["history"],
+    check_inputs_precede_targets(sequences, table["user_idx"], "train", table["history"],
                                  targets=table["target"], what=f"dmpo.training_examples ({domain})")
     used = {i for h, t, n in zip(table["history"], table["target"], table["negatives"], strict=True) for i in (*h, t, *n)}
     items = catalog.loc[catalog["item_idx"].isin(used), ["item_idx", "title"]].reset_index(drop=True)
@@ -254,21 +255,12 @@ def train_sdpo(*inputs) -> tuple[dict, pd.DataFrame]:
     return train_preference(*inputs, loss="sdpo")
 
 
-def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, user_summaries: pd.DataFrame,
-               eval_candidates: pd.DataFrame, evaluation: dict, backbone: dict) -> pd.DataFrame:
+def score_dmpo(*inputs) -> pd.DataFrame:
     """``sft_scores`` / ``dmpo_scores`` / ``sdpo_scores``: each shared candidate's title log-likelihood
-    (per token where the adapter says so), sampled protocol, both splits, the LLM user sample; plus
-    the ``model`` column."""
-    eval_params = EvaluationParams.model_validate(evaluation)
-    backbone_params = BackboneParams.model_validate(backbone)
-    rows = llm_sample_rows(eval_candidates, user_sequences, eval_params.llm_user_sample, eval_params.seed)
-    model = LLMRecommender.from_artifact(adapter, load_backbone(**backbone_params.loader_kwargs()))
-    name = model.config.meta["model"]
-    scores = score_candidates(
-        model, item_titles(item_catalog, backbone_params.max_item_chars), user_sequences, rows,
-        summaries_by_cutoff(user_summaries), progress=eval_params.progress, desc=name,
-    )
-    return sampled_rows(scores, rows).assign(model=name)
+    (per token where the adapter says so), with the ``model`` column; a user without a summary at a
+    cutoff is shown none."""
+    scores, name = score_adapter(*inputs, every_summary=False)
+    return scores.assign(model=name)
 
 
 def few_shot_sweep(training_examples, training_items, user_sequences, item_catalog, user_summaries, eval_candidates,

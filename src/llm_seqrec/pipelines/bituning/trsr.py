@@ -74,7 +74,7 @@ def train_adapter(
     users = training_users(user_sequences, sorted(train_summaries), n_users, params.seed)  # summarised users come first
     examples = train_cutoff_examples(user_sequences, users, train_summaries)
     check_inputs_precede_targets(
-        user_sequences, [e.user_idx for e in examples], ["train"] * len(examples), [e.history for e in examples],
+        user_sequences, [e.user_idx for e in examples], "train", [e.history for e in examples],
         targets=[e.target for e in examples], what="trsr training examples",
     )
 
@@ -114,7 +114,7 @@ def train_trsr_no_summary(*inputs) -> tuple[dict, pd.DataFrame]:
     return train_adapter(*inputs, use_summary=False)
 
 
-def score_trsr(
+def score_adapter(
     adapter: dict,
     user_sequences: pd.DataFrame,
     item_catalog: pd.DataFrame,
@@ -122,21 +122,30 @@ def score_trsr(
     eval_candidates: pd.DataFrame,
     evaluation: dict,
     backbone: dict,
-) -> pd.DataFrame:
-    """``trsr_scores`` / ``trsr_no_summary_scores``: p(Yes) of every shared candidate, sampled
-    protocol, both splits, the LLM user sample; prompts as the adapter was trained (its config)."""
+    *,
+    every_summary: bool,
+) -> tuple[pd.DataFrame, str]:
+    """A LoRA recommender artifact's scores of every shared candidate (sampled protocol, both splits, the
+    LLM user sample; prompts as the adapter was trained) and its model name. With ``every_summary`` and
+    a prompt that shows summaries, every evaluated (user, cutoff) must have one."""
     eval_params = EvaluationParams.model_validate(evaluation)
     backbone_params = BackboneParams.model_validate(backbone)
     rows = llm_sample_rows(eval_candidates, user_sequences, eval_params.llm_user_sample, eval_params.seed)
     summaries = summaries_by_cutoff(user_summaries)
     model = LLMRecommender.from_artifact(adapter, load_backbone(**backbone_params.loader_kwargs()))
-    if model.config.prompt.use_summary:
+    if every_summary and model.config.prompt.use_summary:
         require_summaries(summaries, rows)
+    name = model.config.meta["model"]
     scores = score_candidates(
         model, item_titles(item_catalog, backbone_params.max_item_chars), user_sequences, rows, summaries,
-        progress=eval_params.progress, desc=model.config.meta.get("model", "trsr"),
+        progress=eval_params.progress, desc=name,
     )
-    return sampled_rows(scores, rows)
+    return sampled_rows(scores, rows), name
+
+
+def score_trsr(*inputs) -> pd.DataFrame:
+    """``trsr_scores`` / ``trsr_no_summary_scores``: p(Yes) of every shared candidate."""
+    return score_adapter(*inputs, every_summary=True)[0]
 
 
 def create_variant_pipeline() -> Pipeline:
