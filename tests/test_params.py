@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, csv_params
+from conftest import REPO, csv_params, kedro_run
 from kedro.config import OmegaConfigLoader
 
 from llm_seqrec.hooks import ParameterError, validate_parameters
@@ -79,14 +76,9 @@ def test_more_negatives_than_a_csv_catalogue_holds(amazon_sample):
 
 
 def test_kedro_run_refuses_bad_parameters_before_writing_anything(kedro_project, amazon_sample):
-    params = ",".join(f"dataset.{k}={v}" for k, v in csv_params(amazon_sample)["dataset"].items())
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("kedro")), "run", "--env=test", "--pipelines=data_processing",
-         f"--params={params},summarization.block_size=0,data_processing.kcore=-1"],
-        cwd=kedro_project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}, capture_output=True, text=True,
-        timeout=300,
-    )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    process = kedro_run(kedro_project, "data_processing", csv_params(amazon_sample),
+                        ["summarization.block_size=0", "data_processing.kcore=-1"])
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
     assert "summarization.block_size" in output and "data_processing.kcore" in output  # every offending key at once
     assert not [path for path in (kedro_project / "data").rglob("*") if path.is_file()]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import csv_params, run_kedro
+from conftest import csv_params, finish, kedro_run, run_kedro
 
 from llm_seqrec.data.schema import CANDIDATE_COLUMNS, INTERACTION_COLUMNS, ITEM_COLUMNS, SEQUENCE_COLUMNS, split_inputs
 from llm_seqrec.data.validation import DataValidationError
@@ -106,20 +103,5 @@ def test_a_bad_file_stops_the_run_before_any_output_is_written(kedro_project, am
 
 def test_kedro_run_cli_with_dotted_params(kedro_project, amazon_sample):
     """The documented command line: ``kedro run --pipelines=data_processing --params=dataset.format=csv,...``."""
-    params = ",".join(
-        f"dataset.{key}={value}"
-        for key, value in {
-            "format": "csv",
-            "name": "x",
-            "interactions": amazon_sample / "interactions.csv",
-            "items": amazon_sample / "items.csv",
-        }.items()
-    )
-    kedro = Path(sys.executable).with_name("kedro")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    result = subprocess.run(
-        [str(kedro), "run", "--env=test", "--pipelines=data_processing", f"--params={params}"],
-        cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    finish(kedro_run(kedro_project, "data_processing", csv_params(amazon_sample, "x")))
     assert load(kedro_project, "x")["data_quality"]["dataset"] == "x"
