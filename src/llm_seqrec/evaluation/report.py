@@ -193,7 +193,7 @@ def example_users_markdown(
                     top = list(row.top_items)[:top_n]
                 else:
                     order = np.argsort(-np.asarray(row.candidate_scores, dtype=float), kind="stable")[:top_n]
-                    top = [np.asarray(candidates.loc[int(user)])[i] for i in order]
+                    top = np.asarray(candidates.loc[int(user)])[order].tolist()
                 lines.append(
                     f"| {model} | {row.protocol} | {row.rank:g} of {row.n_ranked} | " + "; ".join(name(i) for i in top) + " |"
                 )
