@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, csv_params, make_kedro_project, run_kedro
 from nbclient import NotebookClient
 
-from llm_seqrec.pipelines.evaluation.pipeline import SCORED_MODELS
+from llm_seqrec.pipelines.evaluation.pipeline import SCORED_MODELS, TRAINED_MODELS
 
 DATASET = "amazon-scientific"
 
@@ -46,6 +46,16 @@ def test_every_model_reaches_metrics(finished_run):
     report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text()
     for model in set(metrics["model"]):
         assert f"| {model} |" in report
+
+
+@pytest.mark.slow
+def test_the_report_holds_every_trained_models_cost(finished_run):
+    cost = pd.read_csv(finished_run / "data" / "08_reporting" / "training_cost.csv")
+    trained = set(TRAINED_MODELS) - {"dmpo_few_shot"} | {"sft_u2", "dmpo_u2"}
+    assert set(cost["model"]) == trained and set(cost["dataset"]) == {DATASET}
+    assert (cost["trainable_parameters"] > 0).all() and (cost["minutes"] > 0).all() and (cost["peak_rss_mb"] > 100).all()
+    report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text().split(f"## {DATASET}: training cost")[1]
+    assert all(f"| {model} |" in report for model in trained)
 
 
 @pytest.mark.slow

@@ -3,7 +3,17 @@ import html
 import pandas as pd
 
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS
-from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown
+from llm_seqrec.evaluation.report import (
+    COST_COLUMNS,
+    example_users_markdown,
+    metrics_figure,
+    metrics_html,
+    metrics_markdown,
+    training_cost,
+)
+from llm_seqrec.training import training_log
+
+NO_COST = pd.DataFrame(columns=COST_COLUMNS)
 
 
 def metrics() -> pd.DataFrame:
@@ -20,7 +30,7 @@ def metrics() -> pd.DataFrame:
 
 
 def test_markdown_names_dataset_protocol_split_and_users_of_every_table():
-    text = metrics_markdown(metrics(), exclude_seen=False, n_negatives=20)
+    text = metrics_markdown(metrics(), NO_COST, exclude_seen=False, n_negatives=20)
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert len(headings) == 8  # 2 protocols x 2 splits x 2 user sets
     assert all("ml-1m" in h and " split" in h and "ranking" in h and "n = " in h for h in headings)
@@ -68,9 +78,37 @@ def test_example_users_show_history_target_and_each_models_top_items():
 def test_html_holds_the_markdown_tables_with_each_columns_best_in_bold():
     frame = metrics()
     frame.loc[(frame["model"] == "sasrec") & (frame["metric"] == "hr@10"), "value"] = 0.5
-    page = metrics_html(frame, exclude_seen=True, n_negatives=20)
-    markdown = metrics_markdown(frame, exclude_seen=True, n_negatives=20)
+    page = metrics_html(frame, NO_COST, exclude_seen=True, n_negatives=20)
+    markdown = metrics_markdown(frame, NO_COST, exclude_seen=True, n_negatives=20)
     headings = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
     assert page.count("<h2>") == len(headings) and all(html.escape(h) in page for h in headings)
     assert "<td>sasrec</td><td><b>0.5000</b></td>" in page
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+
+
+def epoch(seconds: float, rss: float, parameters: int = 1000) -> dict:
+    return {"epoch": 1, "loss": 1.0, "metric": None, "seconds": seconds, "trainable_parameters": parameters,
+            "peak_rss_mb": rss, "peak_cuda_mb": None}
+
+
+def test_training_cost_sums_minutes_and_keeps_the_peak_memory_per_model():
+    laser = pd.concat([training_log("laser", [epoch(60, 900), epoch(30, 1100)], stage=1),
+                       training_log("laser", [epoch(90, 1000)], stage=2)])
+    sweep = pd.concat([training_log("sft_u64", [epoch(6, 700, 50)]), training_log("dmpo_u64", [epoch(12, 800, 50)])])
+    old_log = pd.DataFrame({"model": ["sasrec"], "epoch": [1], "loss": [2.0], "metric": [0.1], "seconds": [120.0]})
+    cost = training_cost("ml-1m", {"laser": laser, "dmpo_few_shot": sweep, "sasrec": old_log}).set_index("model")
+    assert list(cost.index) == ["laser", "sft_u64", "dmpo_u64", "sasrec"]
+    assert cost.loc["laser", "minutes"] == 3.0 and cost.loc["laser", "epochs"] == 3
+    assert cost.loc["laser", "peak_rss_mb"] == 1100 and cost.loc["laser", "trainable_parameters"] == 1000
+    assert cost.loc["dmpo_u64", "trainable_parameters"] == 50 and cost.loc["dmpo_u64", "minutes"] == 0.2
+    assert cost.loc["sasrec", "minutes"] == 2.0 and pd.isna(cost.loc["sasrec", "trainable_parameters"])  # written before the cost columns
+
+
+def test_report_ends_with_each_data_sets_training_cost():
+    cost = training_cost("ml-1m", {"laser": training_log("laser", [epoch(90, 1234.4, 728_136)])})
+    markdown = metrics_markdown(metrics(), cost, exclude_seen=True, n_negatives=20)
+    section = markdown.split("## ml-1m: training cost")[1]
+    assert "| model | trainable_parameters | epochs | minutes | peak_rss_mb |" in section  # no CUDA column on CPU
+    assert "| laser | 728,136 | 1 | 1.5 | 1,234 |" in section
+    page = metrics_html(metrics(), cost, exclude_seen=True, n_negatives=20)
+    assert "<h2>ml-1m: training cost</h2>" in page and "<td>laser</td><td>728,136</td>" in page

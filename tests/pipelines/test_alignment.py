@@ -59,6 +59,8 @@ def test_alignment_pipeline(kedro_project, amazon_sample):
     assert config["frozen_check"]["llm_unchanged"] and config["frozen_check"]["id_table_unchanged"]
     assert config["budget"]["samples"] == len(samples) and config["budget"]["epochs"] == 2
     assert config["budget"]["trainable_parameters"] == sum(v.numel() for k, v in state.items() if k != "id_table")
+    log = pd.read_parquet(data / "08_reporting/amazon-scientific/ra_rec_training_log.parquet")
+    assert log["epoch"].tolist() == [1, 2] and log["trainable_parameters"].eq(config["budget"]["trainable_parameters"]).all()
     assert not any(k.startswith(("decoder", "model.", "layers")) for k in state)
     sasrec = load_file(only_version(data / "06_models/amazon-scientific/sasrec") / "model.safetensors")
     assert torch.equal(state["id_table"], sasrec["item_embedding.weight"])  # SASRec's embeddings, unchanged

@@ -179,8 +179,9 @@ def test_laser_pipeline_end_to_end(kedro_project, amazon_sample):
         state = adapter["state_dict"]
         assert {k.split(".")[0] for k in state} <= {"mformer", "user_suffix", "item_suffix", "user_projection", "item_projection"}
         assert sum(t.numel() for t in state.values()) < 1_000_000
-        stages = [r["stage"] for r in adapter["config"]["training_log"]]
-        assert stages == ([2, 2] if model == "laser_no_stage1" else [1, 2])
+        log = catalog.load(f"{model}_training_log")
+        assert log["stage"].tolist() == ([2, 2] if model == "laser_no_stage1" else [1, 2])
+        assert (log["model"] == model).all() and log["trainable_parameters"].eq(sum(t.numel() for t in state.values())).all()
 
         tables[model] = scores = catalog.load(f"{model}_scores")
         assert list(scores.columns) == SCORE_COLUMNS

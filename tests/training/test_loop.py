@@ -1,4 +1,5 @@
 import logging
+import time
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_seqrec.params import TrainingParams
-from llm_seqrec.training import fit, seed_everything
+from llm_seqrec.training import TRAINING_LOG_COLUMNS, PeakMemory, fit, seed_everything, training_log
 
 FEATURES = 4
 
@@ -48,12 +49,15 @@ def dropout_model() -> nn.Module:
     return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
 
 
-def without_seconds(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+MEASURED = {"seconds", "peak_rss_mb", "peak_cuda_mb"}  # differ between runs
+
+
+def unmeasured(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in MEASURED} for record in history]
 
 
 def assert_same_result(actual, expected) -> None:
-    assert without_seconds(actual.history) == without_seconds(expected.history)
+    assert unmeasured(actual.history) == unmeasured(expected.history)
     assert (actual.best_metric, actual.best_epoch) == (expected.best_metric, expected.best_epoch)
     assert actual.best_state_dict.keys() == expected.best_state_dict.keys()
     for key, value in expected.best_state_dict.items():
@@ -199,3 +203,24 @@ def test_frozen_parameters_are_neither_trained_nor_stored(tmp_path):
     resumed = fit(resumed_model, mse, shuffled_batches(8), negative_mse, params.model_copy(update={"epochs": 3}), "frozen")
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert torch.equal(resumed_model[0].weight, frozen)
+
+
+def test_every_epoch_records_its_cost_and_the_log_has_the_shared_columns(tmp_path):
+    model = nn.Sequential(nn.Linear(FEATURES, 8), nn.Linear(8, 1))
+    model[0].requires_grad_(False)
+    result = fit(model, mse, shuffled_batches(8), negative_mse, training_params(epochs=2), "cost")
+    assert [r["trainable_parameters"] for r in result.history] == [9, 9]  # 8 weights + 1 bias, not the frozen layer
+    assert all(r["peak_rss_mb"] > 10 and r["peak_cuda_mb"] is None for r in result.history)
+    log = training_log("cost", result.history)
+    assert list(log.columns) == TRAINING_LOG_COLUMNS and log["model"].tolist() == ["cost", "cost"]
+    assert log["stage"].tolist() == [1, 1] and log["epoch"].tolist() == [1, 2]
+
+
+def test_peak_memory_sees_an_allocation_freed_before_the_block_ends():
+    with PeakMemory(torch.device("cpu")) as baseline:
+        pass
+    with PeakMemory(torch.device("cpu"), interval=0.005) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.1)
+        del block
+    assert memory.peak_rss_mb >= baseline.peak_rss_mb + 48

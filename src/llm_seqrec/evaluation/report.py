@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from llm_seqrec.data.schema import PROTOCOLS, SPLITS, split_input
 from llm_seqrec.evaluation.protocol import ALL_USERS
+from llm_seqrec.training import TRAINING_LOG_COLUMNS
 
 PROTOCOL_NAMES = {"full": "full ranking", "sampled": "sampled ranking"}
 PLOTTED = [("full", "ndcg@10"), ("full", "hr@10"), ("sampled", "hr@1")]
@@ -60,8 +61,9 @@ def _tables(metrics: pd.DataFrame):
         yield f"{dataset} · {PROTOCOL_NAMES[protocol]} · {split} split · {_users_name(users, n_users)}", table
 
 
-def metrics_markdown(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
-    """One table per dataset / protocol / split / user set: models as rows, metrics as columns."""
+def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
+    """One table per dataset / protocol / split / user set (models as rows, metrics as columns), then
+    the training cost per data set."""
     intro = _intro(exclude_seen, n_negatives)
     lines = ["# Evaluation", "", intro[0], *(f"- {line}" for line in intro[1:])]
     for heading, table in _tables(metrics):
@@ -73,7 +75,53 @@ def metrics_markdown(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int
             "|---|" + "---:|" * len(table.columns),
         ]
         lines += [f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for model, row in table.iterrows()]
+    for dataset, table in _cost_tables(cost):
+        lines += ["", f"## {dataset}: training cost", "", COST_NOTE, "",
+                  "| model | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
+        lines += [f"| {model} | " + " | ".join(_cost_cell(c, v) for c, v in row.items()) + " |"
+                  for model, row in table.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+COST_COLUMNS = ["dataset", "model", "trainable_parameters", "epochs", "minutes", "peak_rss_mb", "peak_cuda_mb"]
+COST_NOTE = ("Training only (scoring excluded); minutes sum every epoch, validation included, across resumed "
+             "runs; peak memory is this process's resident set (and CUDA's allocation) while the model trained. "
+             "`dmpo` and `sdpo` start from `sft`'s adapter; a few-shot `dmpo_u<n>` from `sft_u<n>`.")
+
+
+def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per trained model: trainable parameters, epochs, minutes and peak memory, from the training logs
+    (a log with several models, as the few-shot sweep's, gives a row for each)."""
+    rows = []
+    for log in training_logs.values():
+        # A log written before the cost columns existed reports them as unknown.
+        log = log.reindex(columns=TRAINING_LOG_COLUMNS)
+        for model, epochs in log.groupby("model", sort=False):
+            rows.append({
+                "dataset": dataset,
+                "model": model,
+                "trainable_parameters": epochs["trainable_parameters"].max(),
+                "epochs": len(epochs),
+                "minutes": float(epochs["seconds"].sum() / 60),
+                "peak_rss_mb": float(epochs["peak_rss_mb"].max()),
+                "peak_cuda_mb": float(epochs["peak_cuda_mb"].max()),
+            })
+    return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"trainable_parameters": "Int64"})
+
+
+def _cost_tables(cost: pd.DataFrame):
+    """(dataset, table) per data set: models as rows, in the order trained."""
+    for dataset, table in cost.groupby("dataset", sort=False):
+        table = table.set_index("model")[COST_COLUMNS[2:]]
+        yield dataset, table.dropna(axis=1, how="all")
+
+
+def _cost_cell(column: str, value) -> str:
+    if pd.isna(value):
+        return "?"
+    if column in ("trainable_parameters", "epochs"):
+        return f"{int(value):,}"
+    return f"{value:.1f}" if column == "minutes" else f"{value:,.0f}"
 
 
 def _inline_html(markdown: str) -> str:
@@ -82,7 +130,7 @@ def _inline_html(markdown: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def metrics_html(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
+def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
     """The tables of :func:`metrics_markdown` as one self-contained HTML page, each column's best in bold."""
     intro = _intro(exclude_seen, n_negatives)
     parts = [
@@ -103,6 +151,13 @@ def metrics_html(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) ->
         )
         header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(str(m))}</th>" for m in table.columns) + "</tr>"
         parts.append(f"<h2>{html.escape(heading)}</h2><table>{header}{rows}</table>")
+    for dataset, table in _cost_tables(cost):
+        header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>"
+        rows = "".join(f"<tr><td>{html.escape(str(model))}</td>"
+                       + "".join(f"<td>{_cost_cell(c, v)}</td>" for c, v in row.items()) + "</tr>"
+                       for model, row in table.iterrows())
+        parts.append(f"<h2>{html.escape(dataset)}: training cost</h2><p>{_inline_html(COST_NOTE)}</p>"
+                     f"<table>{header}{rows}</table>")
     return "".join(parts) + "</body></html>\n"
 
 

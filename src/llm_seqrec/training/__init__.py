@@ -1,5 +1,5 @@
 """The training loop shared by every model (no Kedro)."""
 
-from llm_seqrec.training.loop import FitResult, fit, seed_everything
+from llm_seqrec.training.loop import TRAINING_LOG_COLUMNS, FitResult, PeakMemory, fit, seed_everything, training_log
 
-__all__ = ["FitResult", "fit", "seed_everything"]
+__all__ = ["TRAINING_LOG_COLUMNS", "FitResult", "PeakMemory", "fit", "seed_everything", "training_log"]

@@ -10,6 +10,9 @@ is resumed only when the run it recorded is the same run: the same ``run_config`
 configuration, a fingerprint of the data) and the same training settings, except those that do not
 change the epochs already done (``epochs``, ``patience``, ``progress``, ``checkpoint_dir``, ``device``).
 So raising ``epochs`` or ``patience`` continues a finished run, and repeating it returns at once.
+
+Every epoch's record also says what it cost: the trainable parameters, its seconds and the peak memory
+while it ran (``training_log`` turns a history into the one training-log table every model writes).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import psutil
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -44,7 +50,9 @@ class FitResult:
     # The trained part of the best ``state_dict`` (all but frozen parameters), as CPU tensors;
     # the model holds these weights after ``fit``.
     best_state_dict: dict[str, torch.Tensor]
-    history: list[dict]  # per epoch: epoch (1-based), loss (mean over batches), metric (None if not validated), seconds
+    # Per epoch: epoch (1-based), loss (mean over batches), metric (None if not validated), seconds,
+    # trainable_parameters, peak_rss_mb (this process), peak_cuda_mb (None off CUDA).
+    history: list[dict]
     best_metric: float | None  # None when no validation ran
     best_epoch: int
 
@@ -91,24 +99,27 @@ def fit(
         else:
             logger.warning("%s: checkpoint %s is from a different configuration; starting afresh", name, checkpoint)
 
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
     while state["epoch"] < params.epochs and not _patience_spent(state, params):
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
-        loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
-                            desc=f"{name} epoch {epoch + 1}/{params.epochs}")
-        metric = None
-        if validate is not None and (epoch + 1) % params.eval_every == 0:
-            model.eval()
-            with torch.no_grad():
-                metric = float(validate(model))
-            model.train()
+        with PeakMemory(device) as memory:
+            loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
+                                desc=f"{name} epoch {epoch + 1}/{params.epochs}")
+            metric = None
+            if validate is not None and (epoch + 1) % params.eval_every == 0:
+                model.eval()
+                with torch.no_grad():
+                    metric = float(validate(model))
+                model.train()
         state["epoch"] = epoch + 1
         if metric is not None and (state["best_metric"] is None or metric > state["best_metric"]):
             state["best_metric"], state["best_epoch"] = metric, epoch + 1
             state["best_state"] = _trained_state(model, copy=True)
-        record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started}
+        record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
+                  "trainable_parameters": trainable, "peak_rss_mb": memory.peak_rss_mb, "peak_cuda_mb": memory.peak_cuda_mb}
         state["history"].append(record)
         logger.info("%s epoch %d: loss %.4f, metric %s, %.1fs", name, epoch + 1, loss,
                     "-" if metric is None else f"{metric:.4f}", record["seconds"])
@@ -123,6 +134,53 @@ def fit(
     _load_trained_state(model, state["best_state"])
     model.eval()
     return FitResult(state["best_state"], state["history"], state["best_metric"], state["best_epoch"])
+
+
+TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb"]
+
+
+def training_log(model: str, history: list[dict], stage: int = 1) -> pd.DataFrame:
+    """The ``<model>_training_log`` table every trained model writes: one row per epoch of ``fit``'s
+    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages)."""
+    frame = pd.DataFrame([{"model": model, "stage": stage, **record} for record in history], columns=TRAINING_LOG_COLUMNS)
+    return frame.astype({"model": str, "stage": "int64", "epoch": "int64", "loss": "float64", "metric": "float64",
+                         "seconds": "float64", "trainable_parameters": "Int64", "peak_rss_mb": "float64",
+                         "peak_cuda_mb": "float64"})
+
+
+class PeakMemory:
+    """The peak resident memory of this process (MiB) while the block runs, sampled every
+    ``interval`` seconds by a thread (psutil), and on CUDA the peak allocated device memory."""
+
+    def __init__(self, device: torch.device, interval: float = 0.05) -> None:
+        self._device, self._interval = torch.device(device), interval
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.peak_rss_mb: float = 0.0
+        self.peak_cuda_mb: float | None = None
+
+    def _sample(self) -> None:
+        self.peak_rss_mb = max(self.peak_rss_mb, self._process.memory_info().rss / 2**20)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self._sample()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        if self._device.type == "cuda":
+            self.peak_cuda_mb = torch.cuda.max_memory_allocated(self._device) / 2**20
 
 
 def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingParams, device, desc: str) -> float:
@@ -225,4 +283,4 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
             os.remove(tmp)
 
 
-__all__ = ["FitResult", "fit", "seed_everything"]
+__all__ = ["TRAINING_LOG_COLUMNS", "FitResult", "PeakMemory", "fit", "seed_everything", "training_log"]

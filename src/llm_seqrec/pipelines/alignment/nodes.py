@@ -23,7 +23,7 @@ from llm_seqrec.llm.prompts import text_ids
 from llm_seqrec.llm.summarize import item_lines
 from llm_seqrec.models.aligner import AlignerConfig, IDAligner, PromptLayout, RARec, weights_fingerprint
 from llm_seqrec.params import AlignmentParams, BackboneParams, EvaluationParams
-from llm_seqrec.training import fit, seed_everything
+from llm_seqrec.training import fit, seed_everything, training_log
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,11 @@ def train_aligner(
     alignment: dict,
     backbone: dict,
     evaluation: dict,
-) -> dict:
-    """``aligner_model``: train the aligner on the tailored samples with the LLM and ID table frozen
-    (early stopping on validation NDCG@10, full ranking, over a seeded user sample), and check that
-    neither moved. The config records the prompt, the budget and the frozen-weights check."""
+) -> tuple[dict, pd.DataFrame]:
+    """``aligner_model`` and ``ra_rec_training_log``: train the aligner on the tailored samples with the
+    LLM and ID table frozen (early stopping on validation NDCG@10, full ranking, over a seeded user
+    sample), and check that neither moved. The config records the prompt, the budget and the
+    frozen-weights check."""
     params = AlignmentParams.model_validate(alignment)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     training = params.training
@@ -184,7 +185,7 @@ def train_aligner(
     minutes = sum(record["seconds"] for record in result.history) / 60
     logger.info("RA-Rec budget: %d samples, %d epochs, %.1f minutes of training and validation",
                 len(histories), len(result.history), minutes)
-    return {
+    model = {
         "config": {
             "aligner": config.to_dict(),
             "prompt": prompt,
@@ -197,11 +198,11 @@ def train_aligner(
                 "trainable_parameters": trainable,
             },
             "best_valid_ndcg@10": result.best_metric,
-            "history": result.history,
             "frozen_check": {"llm_sha256": llm_before, "llm_unchanged": llm_unchanged, "id_table_unchanged": id_unchanged},
         },
         "state_dict": aligner.to_artifact()["state_dict"],
     }
+    return model, training_log("ra_rec", result.history)
 
 
 def _aligner(aligner_model: dict) -> IDAligner:

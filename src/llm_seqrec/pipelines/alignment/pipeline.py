@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             train_aligner,
             ["alignment_samples", "user_sequences", "item_catalog", "id_item_embeddings",
              "params:alignment", "params:backbone", "params:evaluation"],
-            "aligner_model",
+            ["aligner_model", "ra_rec_training_log"],
             name="train_aligner",
         ),
         Node(

@@ -55,9 +55,8 @@ from llm_seqrec.models.llm_recommender import (
 from llm_seqrec.params import BackboneParams, DatasetParams, DMPOParams, EvaluationParams
 from llm_seqrec.pipelines.bituning.trsr import score_adapter
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
-from llm_seqrec.training import seed_everything
+from llm_seqrec.training import seed_everything, training_log
 
-LOG_COLUMNS = ["model", "epoch", "loss", "metric", "seconds"]
 EXAMPLE_COLUMNS = ["user_idx", "domain", "history", "target", "negatives", "summary"]
 REFERENCE_COLUMNS = ["user_idx", "items", "logprob", "sft_adapter"]
 
@@ -158,7 +157,7 @@ class _Context:
             validate=self.validate(p.sft.eval_users, p.sft.seed),
             run_config={"model": config.to_dict(), "data": data_fingerprint(examples)},
         )
-        return model, _log(result.history, name)
+        return model, training_log(name, result.history)
 
     def preference(
         self, sft: LLMRecommender, reference: torch.Tensor, loss: str, name: str, n_users: int
@@ -176,7 +175,7 @@ class _Context:
             validate=self.validate(p.preference.eval_users, p.preference.seed),
             run_config={"model": sft.config.to_dict(), "data": data_fingerprint(examples, reference.tolist())},
         )
-        return sft, _log(result.history, name)
+        return sft, training_log(name, result.history)
 
     def score(self, model: LLMRecommender, name: str) -> pd.DataFrame:
         scores = score_candidates(
@@ -184,10 +183,6 @@ class _Context:
             progress=self.evaluation.progress, desc=name,
         )
         return sampled_rows(scores, self.rows).assign(model=name)
-
-
-def _log(history: list[dict], name: str) -> pd.DataFrame:
-    return pd.DataFrame([{"model": name, **record} for record in history], columns=LOG_COLUMNS)
 
 
 def train_sft(training_examples, training_items, user_sequences, item_catalog, user_summaries, eval_candidates,
@@ -282,7 +277,7 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
         scores.append(context.score(model, model.config.meta["model"]))
         logs += [sft_log, log]
     if not scores:  # no sweep configured: empty tables of the right shape
-        return sampled_rows([], context.rows.head(0)).assign(model=pd.Series(dtype=str)), _log([], "")
+        return sampled_rows([], context.rows.head(0)).assign(model=pd.Series(dtype=str)), training_log("", [])
     return pd.concat(scores, ignore_index=True), pd.concat(logs, ignore_index=True)
 
 
@@ -308,7 +303,7 @@ def create_variant_pipeline() -> Pipeline:
         Node(
             few_shot_sweep,
             [*examples, *tables, *params],
-            ["dmpo_few_shot_scores", "few_shot_training_log"],
+            ["dmpo_few_shot_scores", "dmpo_few_shot_training_log"],
             name="few_shot_sweep",
         ),
         Node(
@@ -337,6 +332,6 @@ def create_variant_pipeline() -> Pipeline:
         nodes,
         namespace="dmpo",
         inputs=set(tables),
-        outputs={"sft_scores", "dmpo_scores", "sdpo_scores", "dmpo_few_shot_scores"},
+        outputs={f"{model}_{kind}" for model in ("sft", "dmpo", "sdpo", "dmpo_few_shot") for kind in ("scores", "training_log")},
         parameters={"params:dmpo", "params:evaluation", "params:backbone", "params:dataset", "params:data_processing"},
     )

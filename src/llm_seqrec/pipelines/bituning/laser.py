@@ -41,7 +41,7 @@ from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, P
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec
 from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
-from llm_seqrec.training import fit, seed_everything
+from llm_seqrec.training import fit, seed_everything, training_log
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ def train_laser(
     *,
     model: str,
     family: str = "laser",
-) -> dict:
+) -> tuple[dict, pd.DataFrame]:
     """Train model ``model`` of the Bi-Tuning ``family`` (``laser`` or ``fusion``; ``laser`` holds that
-    family's parameter section) in its two stages; return its adapter (trained weights + config)."""
+    family's parameter section) in its two stages; return its adapter (trained weights + config) and
+    its training log (both stages)."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     llm = _load_llm(backbone, params)
@@ -97,13 +98,13 @@ def train_laser(
     examples = _training_examples(user_sequences, prompts, summaries)
     valid = _validation_users(user_sequences, prompts, summaries, params)
     log = fit_stages(net, model, examples, valid, params, exclude_seen)
-    return net.to_artifact(
+    adapter = net.to_artifact(
         prompts=_prompt_config(params).to_dict(),
         use_summary=params.use_summary,
         id_model=_fingerprint(sasrec_model["state_dict"]) if id_model is not None else None,
         aligned_items=_fingerprint({"table": aligned}) if aligned is not None else None,
-        training_log=log,
     )
+    return adapter, log
 
 
 def score_laser(
@@ -159,7 +160,7 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
                 _for_model(train_laser, name, family),
                 ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
                  *parameters],
-                f"{name}_adapter",
+                [f"{name}_adapter", f"{name}_training_log"],
                 name=f"train_{name}",
             ),
             Node(
@@ -172,7 +173,7 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
         ]
     # Catalog names stay as they are (``laser_adapter``, ``laser_scores``, ...): the evaluation
     # stage reads ``<model>_scores``; the namespace groups the nodes in kedro-viz.
-    outputs = {f"{name}_{kind}" for name in models for kind in ("adapter", "scores")}
+    outputs = {f"{name}_{kind}" for name in models for kind in ("adapter", "scores", "training_log")}
     return pipeline(nodes, namespace=family, inputs=set(UPSTREAM), outputs=outputs, parameters=set(parameters))
 
 
@@ -308,9 +309,9 @@ def _validation_users(user_sequences: pd.DataFrame, prompts: Prompts, summaries:
 
 def fit_stages(
     net: BiTuning, name: str, examples: UserSet, valid: UserSet, params: LaserModelParams, exclude_seen: bool
-) -> list[dict]:
+) -> pd.DataFrame:
     """Stage 1 (item side trainable, catalogue re-encoded per epoch), then stage 2 (items frozen), each
-    through the shared loop; returns the per-epoch log of both."""
+    through the shared loop; returns the training log of both (``stage`` 1 and 2)."""
     training = params.training
     id_max_len = net.frozen.id_model.config.max_len if net.frozen.id_model is not None else None
 
@@ -339,7 +340,7 @@ def fit_stages(
     run_config = {"model": net.config.to_dict(), "params": same_run,
                   "exclude_seen": exclude_seen, "data": digest}
     stages = [(1, params.stage1_epochs), (2, training.epochs - params.stage1_epochs)]
-    log = []
+    logs = []
     for stage, epochs in stages:
         if epochs == 0:
             continue
@@ -355,8 +356,8 @@ def fit_stages(
             f"{name}_stage{stage}",
             {**run_config, "stage": stage, "start": start},
         )
-        log += [{"stage": stage, **record} for record in result.history]
-    return log
+        logs.append(training_log(name, result.history, stage))
+    return pd.concat(logs, ignore_index=True)
 
 
 def _full_rows(scores: torch.Tensor, users: pd.DataFrame, split: str, exclude_seen: bool) -> pd.DataFrame:

@@ -31,9 +31,7 @@ from llm_seqrec.models.llm_recommender import (
     validation_rows,
 )
 from llm_seqrec.params import BackboneParams, EvaluationParams, TRSRParams
-from llm_seqrec.training import seed_everything
-
-LOG_COLUMNS = ["epoch", "loss", "metric", "seconds"]
+from llm_seqrec.training import seed_everything, training_log
 
 
 def require_summaries(summaries: dict, rows: pd.DataFrame) -> None:
@@ -101,7 +99,7 @@ def train_adapter(
         validate=lambda m: sampled_ndcg5(m, titles, user_sequences, valid, summaries),
         run_config={"model": config.to_dict(), "data": data_fingerprint(examples, valid.to_dict("list"))},
     )
-    return model.to_artifact(), pd.DataFrame(result.history, columns=LOG_COLUMNS)
+    return model.to_artifact(), training_log(name, result.history)
 
 
 def train_trsr(*inputs) -> tuple[dict, pd.DataFrame]:
@@ -157,7 +155,7 @@ def create_variant_pipeline() -> Pipeline:
             Node(
                 train,
                 [*tables, "params:trsr", "params:evaluation", "params:backbone"],
-                [f"{suffix}adapter", f"{suffix}training_log"],
+                [f"{suffix}adapter", f"{model}_training_log"],
                 name=f"train_{model}",
             ),
             Node(
@@ -171,6 +169,6 @@ def create_variant_pipeline() -> Pipeline:
         nodes,
         namespace="trsr",
         inputs=set(tables),
-        outputs={"trsr_scores", "trsr_no_summary_scores"},
+        outputs={f"{model}_{kind}" for model in ("trsr", "trsr_no_summary") for kind in ("scores", "training_log")},
         parameters={"params:trsr", "params:evaluation", "params:backbone"},
     )

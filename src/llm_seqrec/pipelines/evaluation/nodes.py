@@ -18,7 +18,13 @@ from llm_seqrec.evaluation.protocol import (
     metrics_table,
     sampled_rows,
 )
-from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown
+from llm_seqrec.evaluation.report import (
+    example_users_markdown,
+    metrics_figure,
+    metrics_html,
+    metrics_markdown,
+    training_cost,
+)
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
 from llm_seqrec.models.popularity import item_counts
@@ -116,11 +122,17 @@ def show_example_users(
     return example_users_markdown(user_sequences, item_catalog, eval_candidates, _scored_models(score_tables), users)
 
 
-def render_metrics_table(metrics: pd.DataFrame, evaluation: dict) -> tuple[str, str]:
+def tabulate_training_cost(dataset: dict, **training_logs: pd.DataFrame) -> pd.DataFrame:
+    """``training_cost``: this data set's trained models' parameters, minutes and peak memory."""
+    return training_cost(DatasetParams.model_validate(dataset).name,
+                         {model: log for model, log in training_logs.items() if not log.empty})
+
+
+def render_metrics_table(metrics: pd.DataFrame, cost: pd.DataFrame, evaluation: dict) -> tuple[str, str]:
     """``metrics_table`` (markdown) and ``metrics_html``: the same tables, for reading and for a browser."""
     params = EvaluationParams.model_validate(evaluation)
     settings = {"exclude_seen": params.exclude_seen, "n_negatives": params.n_negatives}
-    return metrics_markdown(metrics, **settings), metrics_html(metrics, **settings)
+    return metrics_markdown(metrics, cost, **settings), metrics_html(metrics, cost, **settings)
 
 
 def plot_metrics(metrics: pd.DataFrame) -> Figure:

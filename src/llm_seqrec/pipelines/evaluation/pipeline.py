@@ -7,6 +7,7 @@ from .nodes import (
     score_llm_zeroshot,
     score_popularity,
     show_example_users,
+    tabulate_training_cost,
 )
 
 # Every model whose ``<model>_scores`` the metrics cover; a stage that adds a model adds its name here.
@@ -30,6 +31,9 @@ SCORED_MODELS = (
     "sdpo",
     "dmpo_few_shot",  # one table, a `model` column per few-shot budget (dmpo_u64, ...)
 )
+UNTRAINED = ("pop", "llm_zeroshot")
+# Every trained model writes ``<model>_training_log``: the training-cost table reads them all.
+TRAINED_MODELS = tuple(model for model in SCORED_MODELS if model not in UNTRAINED)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -59,8 +63,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="compute_metrics",
             ),
             Node(
+                tabulate_training_cost,
+                {"dataset": "params:dataset", **{model: f"{model}_training_log" for model in TRAINED_MODELS}},
+                "training_cost",
+                name="tabulate_training_cost",
+            ),
+            Node(
                 render_metrics_table,
-                ["metrics", "params:evaluation"],
+                ["metrics", "training_cost", "params:evaluation"],
                 ["metrics_table", "metrics_html"],
                 name="render_metrics_table",
             ),

@@ -15,9 +15,7 @@ from llm_seqrec.evaluation.protocol import full_ranking_rows, sampled_rows
 from llm_seqrec.llm.device import choose_device
 from llm_seqrec.models.sasrec import PAD, SASRec, SASRecConfig, left_pad
 from llm_seqrec.params import EvaluationParams, SASRecParams
-from llm_seqrec.training import fit, seed_everything
-
-HISTORY_COLUMNS = ["epoch", "loss", "metric", "seconds"]
+from llm_seqrec.training import fit, seed_everything, training_log
 
 
 def train_sasrec(
@@ -80,7 +78,7 @@ def train_sasrec(
         "data": fingerprint.hexdigest(),
     }
     result = fit(model, lambda m, batch: m.loss(**batch), make_batches, validate, training, "sasrec", run_config)
-    return model.to_artifact(), pd.DataFrame(result.history, columns=HISTORY_COLUMNS)
+    return model.to_artifact(), training_log("sasrec", result.history)
 
 
 def extract_item_embeddings(sasrec_model: dict) -> pd.DataFrame:
