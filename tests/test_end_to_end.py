@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory, amazon_sample):
     (project / "conf" / "test" / "parameters_dataset.yml").write_text(
         "dataset:\n" + "".join(f"  {key}: {value}\n" for key, value in dataset.items())
     )
-    run_kedro(project, ["__default__"])
+    run_kedro(project, ["__default__"], {"tracking": {"mlflow": True}})
     return project
 
 
@@ -56,6 +56,20 @@ def test_the_report_holds_every_trained_models_cost(finished_run):
     assert (cost["trainable_parameters"] > 0).all() and (cost["minutes"] > 0).all() and (cost["peak_rss_mb"] > 100).all()
     report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text().split(f"## {DATASET}: training cost")[1]
     assert all(f"| {model} |" in report for model in trained)
+
+
+@pytest.mark.slow
+def test_the_mlflow_store_holds_one_nested_run_per_trained_model(finished_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(finished_run / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("llm_seqrec").experiment_id])
+    parents = [run for run in runs if "model" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_name == "__default__"
+    models = sorted(run.data.tags["model"] for run in runs if run not in parents)
+    assert models == sorted(set(TRAINED_MODELS) - {"dmpo_few_shot"} | {"sft_u2", "dmpo_u2"})
+    assert all(run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for run in runs if run not in parents)
+    assert all("loss" in run.data.metrics and "train_minutes" in run.data.metrics for run in runs if run not in parents)
 
 
 @pytest.mark.slow

@@ -1,14 +1,20 @@
-"""Project hooks: refuse bad parameters before work starts; name the pipeline behind a missing input."""
+"""Project hooks: refuse bad parameters before work starts; name the pipeline behind a missing input;
+track runs and trained models in MLflow."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import math
+import os
+from typing import Any
 
+import pandas as pd
 from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset
 from pydantic import ValidationError
 
-from llm_seqrec.params import ProjectParams
+from llm_seqrec.params import DatasetParams, ProjectParams, TrackingParams
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +69,123 @@ class UpstreamCheckHook:
             hint = f"run `kedro run --pipelines={makers[0]}` first" if makers else "it is not made by any pipeline"
             lines.append(f"  - {name}: {hint}")
         raise FileNotFoundError("Upstream datasets are missing:\n" + "\n".join(lines))
+
+
+class MlflowTrackingHook:
+    """kedro-mlflow's hook (one MLflow run per ``kedro run``: its parameters and tags), switched on and
+    off by the ``tracking.mlflow`` parameter, plus one nested run per trained model: its parameter
+    sections, each epoch's loss, validation metric and seconds, its training cost and the paths of the
+    artifacts its node wrote.
+
+    A trained model is recognised by its ``<model>_training_log`` output (a few-shot sweep's log holds
+    several models: a nested run each). settings.py disables kedro-mlflow's own registration, so that a
+    parameter can turn tracking off; mlflow is imported only when tracking is on.
+    """
+
+    def __init__(self) -> None:
+        self._mlflow_hook = None  # kedro-mlflow's MlflowHook, while tracking is on
+        self._dataset = ""
+        self._save_version = ""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        # One instance serves every session of the process: reset what the last one left.
+        self._mlflow_hook = None
+        self._dataset = DatasetParams.model_validate(context.params.get("dataset", {})).name
+        if not TrackingParams.model_validate(context.params.get("tracking", {})).mlflow:
+            return
+        # MLflow 3 refuses its file store (conf/base/mlflow.yml: mlruns/) unless told it is wanted;
+        # a database URI in conf/local/mlflow.yml needs no such switch.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+
+        self._mlflow_hook = MlflowHook()
+        self._mlflow_hook.after_context_created(context=context)
+
+    @hook_impl
+    def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version, load_versions) -> None:
+        self._save_version = save_version
+        if self._mlflow_hook is not None:
+            self._mlflow_hook.after_catalog_created(
+                catalog=catalog, conf_catalog=conf_catalog, conf_creds=conf_creds, parameters=parameters,
+                save_version=save_version, load_versions=load_versions,
+            )
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        if self._mlflow_hook is not None:
+            self._mlflow_hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async) -> None:
+        if self._mlflow_hook is not None:
+            self._mlflow_hook.before_node_run(node=node, catalog=catalog, inputs=inputs, is_async=is_async)
+
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs, outputs) -> None:
+        if self._mlflow_hook is None:
+            return
+        logs = {name: log for name, log in outputs.items()
+                if name.endswith("_training_log") and isinstance(log, pd.DataFrame) and not log.empty}
+        if not logs:
+            return
+        params = _flat({name.removeprefix("params:"): value for name, value in inputs.items() if name.startswith("params:")})
+        artifacts = {name: path for name in outputs if name not in logs and (path := _artifact_path(catalog, name))}
+        for log in logs.values():
+            for model, epochs in log.groupby("model", sort=False):
+                self._log_trained_model(str(model), epochs, params, artifacts, node.name)
+
+    def _log_trained_model(self, model: str, epochs: pd.DataFrame, params: dict, artifacts: dict, node: str) -> None:
+        import mlflow
+
+        tags = {"model": model, "dataset": self._dataset, "kedro_node": node, "kedro_save_version": self._save_version}
+        with mlflow.start_run(run_name=f"{self._dataset}/{model}", nested=True, tags=tags):
+            mlflow.log_params(params)
+            for step, row in enumerate(epochs.itertuples(index=False), start=1):
+                values = {"loss": row.loss, "valid_metric": row.metric, "epoch_seconds": row.seconds}
+                mlflow.log_metrics({k: float(v) for k, v in values.items() if _finite(v)}, step=step)
+            cost = {
+                "trainable_parameters": epochs["trainable_parameters"].max(),
+                "train_minutes": epochs["seconds"].sum() / 60,
+                "peak_rss_mb": epochs["peak_rss_mb"].max(),
+                "peak_cuda_mb": epochs["peak_cuda_mb"].max(),
+            }
+            mlflow.log_metrics({k: float(v) for k, v in cost.items() if _finite(v)})
+            mlflow.set_tags({f"artifact.{name}": path for name, path in artifacts.items()})
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
+        if self._mlflow_hook is not None:
+            self._mlflow_hook.after_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        if self._mlflow_hook is not None:
+            self._mlflow_hook.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Nested parameter sections as ``a.b.c`` keys, values as strings within MLflow's length limit."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and value is not pd.NA and math.isfinite(float(value))
+
+
+def _artifact_path(catalog, name: str) -> str | None:
+    """Where the run wrote dataset ``name``: a versioned dataset's folder of this run's version."""
+    dataset = catalog.get(name)
+    if dataset is None:
+        return None
+    if isinstance(dataset, AbstractVersionedDataset):
+        return str(dataset._get_save_path())  # Kedro resolves the run's save version once per dataset
+    path = dataset._describe().get("filepath")
+    return None if path is None else str(path)

@@ -413,6 +413,12 @@ class FusionParams(_BiTuningFamilyParams):
 BITUNING_FAMILIES: dict[str, type[_BiTuningFamilyParams]] = {"laser": LaserParams, "fusion": FusionParams}
 
 
+class TrackingParams(Strict):
+    # Log every kedro run to MLflow through kedro-mlflow (conf/base/mlflow.yml: a local file store
+    # under mlruns/), with one nested run per trained model.
+    mlflow: bool = True
+
+
 class ProjectParams(Strict):
     """All parameters. A section that a later stage adds gets its model here."""
 
@@ -427,6 +433,7 @@ class ProjectParams(Strict):
     fusion: FusionParams = FusionParams()
     trsr: TRSRParams = TRSRParams()
     dmpo: DMPOParams = DMPOParams()
+    tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ProjectParams":

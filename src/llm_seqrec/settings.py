@@ -1,8 +1,10 @@
 """Kedro settings for llm_seqrec."""
 
-from llm_seqrec.hooks import ParameterValidationHook, UpstreamCheckHook
+from llm_seqrec.hooks import MlflowTrackingHook, ParameterValidationHook, UpstreamCheckHook
 
-HOOKS = (ParameterValidationHook(), UpstreamCheckHook())
+HOOKS = (ParameterValidationHook(), UpstreamCheckHook(), MlflowTrackingHook())
+# MlflowTrackingHook drives kedro-mlflow's hook itself, so that the `tracking.mlflow` parameter can turn it off.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")  # the wheel names it kedro_mlflow
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,0 +1,45 @@
+"""MLflow tracking through kedro-mlflow: one run per `kedro run`, a nested run per trained model with its
+parameters, per-epoch metrics, training cost and artifact paths; off by the `tracking.mlflow` parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import csv_params, layer_path, run_kedro
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking_off(kedro_project, amazon_sample):
+    from mlflow.tracking import MlflowClient
+
+    params = csv_params(amazon_sample)
+    run_kedro(kedro_project, ["data_processing"], params)
+    assert not (kedro_project / "mlruns").exists()  # conf/test: tracking.mlflow is false
+
+    run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": True}})
+    client = MlflowClient(tracking_uri=(kedro_project / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("llm_seqrec")
+    runs = client.search_runs([experiment.experiment_id])
+    nested = [run for run in runs if run.data.tags.get("model") == "sasrec"]
+    assert len(runs) == 2 and len(nested) == 1  # the kedro run and the model trained in it
+    parent, model = next(run for run in runs if run not in nested), nested[0]
+    assert model.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert model.data.tags["dataset"] == "amazon-scientific" and model.info.run_name == "amazon-scientific/sasrec"
+
+    # Parameters, one per key; the same values kedro-mlflow logs on the parent run.
+    assert model.data.params["sasrec.training.lr"] == parent.data.params["sasrec.training.lr"] == "0.002"
+    assert model.data.params["sasrec.hidden_size"] == "32"
+    log = pd.read_parquet(layer_path(kedro_project, "08_reporting", "sasrec_training_log.parquet"))
+    losses = [m.value for m in client.get_metric_history(model.info.run_id, "loss")]
+    assert losses == pytest.approx(log["loss"].tolist()) and len(losses) == 3
+    assert model.data.metrics["trainable_parameters"] == log["trainable_parameters"].iloc[0]
+    assert model.data.metrics["train_minutes"] == pytest.approx(log["seconds"].sum() / 60)
+    assert model.data.metrics["peak_rss_mb"] == pytest.approx(log["peak_rss_mb"].max())
+    artifact = Path(model.data.tags["artifact.sasrec_model"])
+    assert artifact.parent.parent == layer_path(kedro_project, "06_models", "sasrec") and artifact.is_dir()
+
+    run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": False}})
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # nothing logged with tracking off
