@@ -71,7 +71,7 @@ def layer_path(project: Path, layer: str, name: str, dataset: str = "amazon-scie
     return project / "data" / layer / dataset / name
 
 
-def run_kedro(project: Path, pipelines: list[str], params: dict | None = None, env: str = "test", **run_kwargs):
+def run_kedro(project: Path, pipelines: list[str], params: dict | None = None, env: str = "quick", **run_kwargs):
     """Run pipelines of the project copy in-process, through a SequentialRunner."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -114,10 +114,10 @@ def dotted(params: dict, prefix: str = "") -> list[str]:
 
 
 def kedro_run(project: Path, pipeline: str, params: dict, extra: list[str] = (), options: list[str] = ()) -> subprocess.Popen:
-    """``kedro run --env=test`` as a user types it, in its own process group (so a kill reaches every
+    """``kedro run --env=quick`` as a user types it, in its own process group (so a kill reaches every
     process it started); ``extra`` are further ``key=value`` params, ``options`` further CLI options."""
     kedro = Path(sys.executable).with_name("kedro")
-    command = [str(kedro), "run", "--env=test", f"--pipelines={pipeline}",
+    command = [str(kedro), "run", "--env=quick", f"--pipelines={pipeline}",
                "--params=" + ",".join(dotted(params) + list(extra)), *options]
     return subprocess.Popen(command, cwd=project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

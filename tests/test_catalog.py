@@ -11,6 +11,7 @@ from conftest import REPO
 
 from kedro.framework.project import configure_project
 
+from llm_seqrec.params import FusionParams, LaserParams
 from llm_seqrec.pipeline_registry import register_pipelines
 
 LAYER_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting"]
@@ -34,7 +35,7 @@ def layer_of(catalog: dict, name: str) -> str | None:
 
 def test_every_output_another_stage_or_a_reader_needs_is_persisted_at_a_layer(catalog):
     """Only a hand-off between two nodes of one stage may stay in memory."""
-    stages = {name: pipe for name, pipe in register_pipelines().items() if name != "__default__"}
+    stages = {name: pipe for name, pipe in register_pipelines().items() if name not in ("__default__", "full")}
     missing = []
     for stage, pipe in stages.items():
         internal = pipe.all_outputs() & {i for node in pipe.nodes for i in node.inputs}
@@ -46,7 +47,7 @@ def test_every_output_another_stage_or_a_reader_needs_is_persisted_at_a_layer(ca
 
 
 def test_layers_follow_the_data_flow(catalog):
-    pipeline = register_pipelines()["__default__"]
+    pipeline = register_pipelines()["full"]
     backwards = []
     for node in pipeline.nodes:
         for source in node.inputs:
@@ -57,3 +58,13 @@ def test_layers_follow_the_data_flow(catalog):
                 if before and after and LAYER_ORDER.index(before) > LAYER_ORDER.index(after):
                     backwards.append(f"{node.name}: {source} ({before}) -> {target} ({after})")
     assert not backwards, "\n".join(backwards)
+
+
+def test_the_default_run_leaves_out_exactly_the_ablation_models(catalog):
+    pipelines = register_pipelines()
+    left_out = {node.name for node in pipelines["full"].nodes} - {node.name for node in pipelines["__default__"].nodes}
+    ablations = [*LaserParams().ablations, *FusionParams().ablations, "trsr_no_summary"]
+    family = {"trsr_no_summary": "trsr"}
+    expected = {f"{family.get(m, m.split('_')[0])}.{step}_{m}" for m in ablations for step in ("train", "score")}
+    assert left_out == expected
+    assert pipelines["__default__"].all_outputs() >= {"metrics", "training_cost", "laser_scores", "fusion_scores", "trsr_scores"}

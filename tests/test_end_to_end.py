@@ -27,19 +27,19 @@ DATASET = "amazon-scientific"
 def finished_run(tmp_path_factory, amazon_sample):
     project = make_kedro_project(tmp_path_factory.mktemp("e2e"))
     # The notebook and kedro-viz start Kedro without --params: the data set goes in the conf env.
-    (project / "conf" / "test" / "globals.yml").write_text(f"dataset: {DATASET}\n")
+    (project / "conf" / "quick" / "globals.yml").write_text(f"dataset: {DATASET}\n")
     dataset = csv_params(amazon_sample, DATASET)["dataset"]
-    (project / "conf" / "test" / "parameters_dataset.yml").write_text(
+    (project / "conf" / "quick" / "parameters_dataset.yml").write_text(
         "dataset:\n" + "".join(f"  {key}: {value}\n" for key, value in dataset.items())
     )
-    run_kedro(project, ["__default__"], {"tracking": {"mlflow": True}})
+    run_kedro(project, ["full"], {"tracking": {"mlflow": True}})  # every model, the ablations too
     return project
 
 
 @pytest.mark.slow
 def test_every_model_reaches_metrics(finished_run):
     metrics = pd.read_csv(finished_run / "data" / "08_reporting" / "metrics.csv")
-    # dmpo_few_shot_scores holds one model per few-shot budget (conf/test: 2 users).
+    # dmpo_few_shot_scores holds one model per few-shot budget (conf/quick: 2 users).
     assert set(metrics["model"]) == set(SCORED_MODELS) - {"dmpo_few_shot"} | {"dmpo_u2"}
     assert set(metrics["dataset"]) == {DATASET}
     assert metrics["value"].between(0, 1).all()
@@ -65,7 +65,7 @@ def test_the_mlflow_store_holds_one_nested_run_per_trained_model(finished_run):
     client = MlflowClient(tracking_uri=(finished_run / "mlruns").as_uri())
     runs = client.search_runs([client.get_experiment_by_name("llm_seqrec").experiment_id])
     parents = [run for run in runs if "model" not in run.data.tags]
-    assert len(parents) == 1 and parents[0].info.run_name == "__default__"
+    assert len(parents) == 1 and parents[0].info.run_name == "full"
     models = sorted(run.data.tags["model"] for run in runs if run not in parents)
     assert models == sorted(set(TRAINED_MODELS) - {"dmpo_few_shot"} | {"sft_u2", "dmpo_u2"})
     assert all(run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for run in runs if run not in parents)
@@ -83,7 +83,7 @@ def test_one_stage_reruns_alone_from_persisted_inputs(finished_run):
 @pytest.mark.slow
 def test_notebook_runs_headless(finished_run):
     notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
-    env = {**os.environ, "KEDRO_ENV": "test", "KEDRO_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "KEDRO_ENV": "quick", "KEDRO_DISABLE_TELEMETRY": "true"}
     (finished_run / "notebooks").mkdir(exist_ok=True)
     client = NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(finished_run / "notebooks")}}
@@ -117,7 +117,7 @@ def test_kedro_viz_build_shows_the_stages_in_chromium(finished_run):
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
-    env = {**os.environ, "KEDRO_ENV": "test", "KEDRO_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "KEDRO_ENV": "quick", "KEDRO_DISABLE_TELEMETRY": "true"}
     result = subprocess.run(
         [sys.executable, "-m", "kedro", "viz", "build"], cwd=finished_run, env=env, capture_output=True, text=True,
         timeout=600,

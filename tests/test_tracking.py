@@ -17,7 +17,7 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
 
     params = csv_params(amazon_sample)
     run_kedro(kedro_project, ["data_processing"], params)
-    assert not (kedro_project / "mlruns").exists()  # conf/test: tracking.mlflow is false
+    assert not (kedro_project / "mlruns").exists()  # conf/quick: tracking.mlflow is false
 
     run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": True}})
     client = MlflowClient(tracking_uri=(kedro_project / "mlruns").as_uri())

@@ -18,8 +18,8 @@ from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.models.aligner import IDAligner
 
-SAMPLE = 8  # conf/test: evaluation.llm_user_sample
-TEST_SAMPLES = 12  # conf/test: alignment.samples
+SAMPLE = 8  # conf/quick: evaluation.llm_user_sample
+TEST_SAMPLES = 12  # conf/quick: alignment.samples
 
 
 def load_through_catalog(kedro_project: Path, name: str, params: dict):
@@ -28,7 +28,7 @@ def load_through_catalog(kedro_project: Path, name: str, params: dict):
     cwd = os.getcwd()
     os.chdir(kedro_project)
     try:
-        with KedroSession.create(project_path=kedro_project, env="test", runtime_params=params) as session:
+        with KedroSession.create(project_path=kedro_project, env="quick", runtime_params=params) as session:
             return session.load_context().catalog.load(name)
     finally:
         os.chdir(cwd)

@@ -85,7 +85,7 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(kedro_project, am
     run_kedro(kedro_project, ["bituning"], params, namespaces=["dmpo"])
 
     examples = pd.read_parquet(layer_path(kedro_project, "05_model_input", "dmpo_training_examples.parquet"))
-    assert len(examples) == 4 and examples["negatives"].map(len).eq(2).all()  # conf/test: 4 users, k = 2
+    assert len(examples) == 4 and examples["negatives"].map(len).eq(2).all()  # conf/quick: 4 users, k = 2
     assert examples["summary"].notna().sum() == 1
 
     tables = {}

@@ -20,7 +20,7 @@ from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 from llm_seqrec.params import FusionParams, LaserParams
 from llm_seqrec.pipelines.bituning.laser import MODELS, UserSet, fit_stages
 
-SAMPLE = 8  # conf/test: evaluation.llm_user_sample
+SAMPLE = 8  # conf/quick: evaluation.llm_user_sample
 N_ITEMS = 10
 
 
@@ -127,7 +127,7 @@ def project_catalog(project: Path, params: dict):
     cwd = os.getcwd()
     os.chdir(project)  # the catalog's relative paths resolve against the project
     try:
-        with KedroSession.create(project_path=project, env="test", runtime_params=params) as session:
+        with KedroSession.create(project_path=project, env="quick", runtime_params=params) as session:
             return session.load_context().catalog
     finally:
         os.chdir(cwd)

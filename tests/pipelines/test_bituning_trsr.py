@@ -50,7 +50,7 @@ def test_trsr_trains_saves_and_scores_with_and_without_the_summary(kedro_project
         assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "recommender.json"}
         config = json.loads((folder / "recommender.json").read_text())
         assert config["head"] == "yes_no" and config["prompt"]["use_summary"] is use_summary
-        assert config["meta"]["train_users"] == 4  # conf/test: summarization.train_users
+        assert config["meta"]["train_users"] == 4  # conf/quick: summarization.train_users
         assert json.loads((folder / "adapter_config.json").read_text())["r"] == 8
 
     # Scoring again from the saved adapter reproduces the scores.

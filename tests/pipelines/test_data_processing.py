@@ -72,7 +72,7 @@ def test_amazon_sample_through_the_csv_reader(kedro_project, amazon_sample):
     check_tables(out)
     quality = out["data_quality"]
     assert quality["dataset"] == "amazon-scientific" and quality["format"] == "csv"
-    assert quality["users"] == 300  # the sample's 300 users; conf/test keeps at most 300
+    assert quality["users"] == 300  # the sample's 300 users; conf/quick keeps at most 300
     raw = pd.read_csv(amazon_sample / "interactions.csv")
     assert quality["raw_interaction_rows"] == quality["interactions"] == len(raw)
     assert " | description: " in out["item_catalog"]["text"].iloc[0]

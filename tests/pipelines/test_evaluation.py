@@ -8,7 +8,7 @@ from conftest import csv_params, run_kedro
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS, llm_user_sample
 
-SAMPLE = 4  # users the frozen LLM scores here (conf/test has 8)
+SAMPLE = 4  # users the frozen LLM scores here (conf/quick has 8)
 
 
 @pytest.mark.slow

@@ -104,11 +104,11 @@ def test_the_pipeline_summarises_resumes_from_its_cache_and_runs_both_methods(ke
 
     summaries = pd.read_parquet(feature / "user_summaries.parquet")
     assert list(summaries.columns) == SUMMARY_COLUMNS
-    assert summaries.groupby("cutoff").size().to_dict() == {"test": 8, "train": 4, "valid": 8}  # conf/test
+    assert summaries.groupby("cutoff").size().to_dict() == {"test": 8, "train": 4, "valid": 8}  # conf/quick
     assert (summaries["method"] == "hierarchical").all() and summaries["summary"].str.len().gt(0).all()
     blocks = pd.read_parquet(feature / "history_blocks.parquet")
     n_blocks = blocks["blocks"].map(len)
-    assert n_blocks.between(1, 3).all()  # conf/test: max_blocks 3
+    assert n_blocks.between(1, 3).all()  # conf/quick: max_blocks 3
     cache = SummaryCache(feature / "summary_cache").to_frame()
     assert cache["key"].is_unique and set(summaries["key"]) <= set(cache["key"])
     generated = sum(len(c) for c in counted_llm)

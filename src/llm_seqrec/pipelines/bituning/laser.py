@@ -34,13 +34,31 @@ from kedro.pipeline import Node, Pipeline, pipeline
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
-from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, sampled_rows
+from llm_seqrec.evaluation.protocol import (
+    full_ranking_rows,
+    llm_user_sample,
+    sampled_rows,
+)
 from llm_seqrec.llm.backbone import Backbone, load_backbone
 from llm_seqrec.llm.device import choose_device
-from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, length_buckets
+from llm_seqrec.models.bituning import (
+    BiTuning,
+    BiTuningConfig,
+    PromptConfig,
+    Prompts,
+    collate_users,
+    length_buckets,
+)
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec
-from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
+from llm_seqrec.params import (
+    BITUNING_FAMILIES,
+    BackboneParams,
+    EvaluationParams,
+    LaserModelParams,
+    LaserParams,
+)
+from llm_seqrec.pipelines import ABLATION
 from llm_seqrec.training import fit, seed_everything, training_log
 
 logger = logging.getLogger(__name__)
@@ -155,6 +173,7 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
     parameters = (f"params:{family}", "params:evaluation", "params:backbone")
     nodes = []
     for name in models:
+        tags = {ABLATION} if name != family else set()
         nodes += [
             Node(
                 _for_model(train_laser, name, family),
@@ -162,6 +181,7 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
                  *parameters],
                 [f"{name}_adapter", f"{name}_training_log"],
                 name=f"train_{name}",
+                tags=tags,
             ),
             Node(
                 _for_model(score_laser, name, family),
@@ -169,6 +189,7 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
                  "user_summaries", "aligned_item_embeddings", *parameters],
                 f"{name}_scores",
                 name=f"score_{name}",
+                tags=tags,
             ),
         ]
     # Catalog names stay as they are (``laser_adapter``, ``laser_scores``, ...): the evaluation

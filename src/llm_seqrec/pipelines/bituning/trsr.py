@@ -31,6 +31,7 @@ from llm_seqrec.models.llm_recommender import (
     validation_rows,
 )
 from llm_seqrec.params import BackboneParams, EvaluationParams, TRSRParams
+from llm_seqrec.pipelines import ABLATION
 from llm_seqrec.training import seed_everything, training_log
 
 
@@ -151,18 +152,21 @@ def create_variant_pipeline() -> Pipeline:
     nodes = []
     for suffix, train in (("", train_trsr), ("no_summary_", train_trsr_no_summary)):
         model = f"trsr_{suffix}".rstrip("_")
+        tags = {ABLATION} if suffix else set()  # trsr_no_summary: LLM-TRSR without its summary
         nodes += [
             Node(
                 train,
                 [*tables, "params:trsr", "params:evaluation", "params:backbone"],
                 [f"{suffix}adapter", f"{model}_training_log"],
                 name=f"train_{model}",
+                tags=tags,
             ),
             Node(
                 score_trsr,
                 [f"{suffix}adapter", *tables, "params:evaluation", "params:backbone"],
                 f"{model}_scores",
                 name=f"score_{model}",
+                tags=tags,
             ),
         ]
     return Pipeline(

@@ -1,0 +1,135 @@
+"""Run budgets: the wall time of a whole `kedro run` from empty data folders, per configuration
+environment, against its budget, with the time of every node and stage.
+
+    python benchmarks/bench_run_budget.py                 # the quick env (budget 5 min), then the default (30 min)
+    python benchmarks/bench_run_budget.py --env quick
+    python benchmarks/bench_run_budget.py --env local --pipelines full --budget 0   # every model, no budget
+
+Each run works in a throwaway copy of the project (pyproject + conf, empty data layers, tracking as
+configured), so nothing under data/ is read or overwritten and no checkpoint is resumed. The runs go
+one after the other, never side by side (two CPU-heavy runs on 2 cores slow each other many times
+over). The de-quantised SmolLM2 weights (~/.cache/llm_seqrec) are reused when present, as they are after
+`make setup`; a cold cache adds its one-off ~25 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("data_processing", "id_pretraining", "summarization", "alignment", "bituning", "evaluation")
+BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
+LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
+          "07_model_output", "08_reporting"]
+# A plain one-line log format, so node starts and ends can be read from the stream.
+LOGGING = """version: 1
+disable_existing_loggers: false
+formatters: {plain: {format: "%(message)s"}}
+handlers: {console: {class: logging.StreamHandler, formatter: plain, stream: ext://sys.stdout}}
+loggers: {kedro: {level: INFO}, llm_seqrec: {level: INFO}}
+root: {handlers: [console], level: WARNING}
+"""
+RUNNING = re.compile(r"^Running node: ([^:]+):")
+COMPLETED = re.compile(r"^Completed node: (\S+)")
+
+
+def stage_of_nodes() -> dict[str, str]:
+    """Node name -> the stage pipeline that holds it."""
+    stages = {}
+    for stage in STAGES:
+        for node in importlib.import_module(f"llm_seqrec.pipelines.{stage}").create_pipeline().nodes:
+            stages[node.name] = stage
+    return stages
+
+
+def run(env: str, pipelines: str, workdir: Path) -> tuple[float, dict[str, float], int, str]:
+    """`kedro run` in a fresh project copy; total seconds, seconds per node, exit code, output tail."""
+    project = workdir / env
+    project.mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    (project / "src").mkdir()
+    for layer in LAYERS:
+        (project / "data" / layer).mkdir(parents=True)
+    logging_yml = workdir / "logging.yml"
+    logging_yml.write_text(LOGGING)
+    # The shared Amazon set is addressed as ../shared from the project root.
+    if (REPO.parent / "shared").exists() and not (project.parent / "shared").exists():
+        (project.parent / "shared").symlink_to(REPO.parent / "shared")
+
+    command = [str(Path(sys.executable).with_name("kedro")), "run", f"--env={env}", f"--pipelines={pipelines}"]
+    environment = {**os.environ, "KEDRO_LOGGING_CONFIG": str(logging_yml), "KEDRO_DISABLE_TELEMETRY": "true"}
+    print(f"\n$ {' '.join(command[1:])}   (in {project})", flush=True)
+    started = time.perf_counter()
+    node_seconds: dict[str, float] = {}
+    node_started = started  # nodes run one at a time: the last "Running node" is the one completing
+    tail: list[str] = []
+    with subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        for line in process.stdout:
+            now = time.perf_counter()
+            tail = (tail + [line])[-40:]
+            if match := RUNNING.match(line):  # the node's name without its namespace
+                node_started = now
+                print(f"  {now - started:7.1f}s  {match.group(1)}", flush=True)
+            elif match := COMPLETED.match(line):  # the full name, namespace included
+                node_seconds[match.group(1)] = now - node_started
+    return time.perf_counter() - started, node_seconds, process.returncode, "".join(tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", action="append", help="configuration environment (repeatable); default: quick, then local")
+    parser.add_argument("--pipelines", default="__default__")
+    parser.add_argument("--budget", type=float, help="minutes; default 5 for quick, 30 for local, else none")
+    parser.add_argument("--keep", action="store_true", help="keep the project copies (their data/ and logs)")
+    args = parser.parse_args()
+    envs = args.env or ["quick", "local"]
+    stages = stage_of_nodes()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_run_budget_"))
+    results = []
+    try:
+        for env in envs:
+            seconds, nodes, code, tail = run(env, args.pipelines, workdir)
+            if code != 0:
+                print(tail)
+                raise SystemExit(f"kedro run --env={env} failed (exit {code})")
+            budget = args.budget if args.budget is not None else BUDGET_MINUTES.get(env)
+            results.append((env, seconds, budget))
+            per_stage: dict[str, float] = defaultdict(float)
+            for name, node_time in nodes.items():
+                per_stage[stages.get(name, "?")] += node_time
+            print(f"\n{env}: {seconds / 60:.1f} min in all; per stage (minutes):")
+            for stage in STAGES:
+                if stage in per_stage:
+                    print(f"  {stage:16s} {per_stage[stage] / 60:6.2f}")
+            print(f"  {'(start, loading)':16s} {(seconds - sum(nodes.values())) / 60:6.2f}")
+            print("slowest nodes (minutes):")
+            for name, node_time in sorted(nodes.items(), key=lambda item: -item[1])[:12]:
+                print(f"  {name:45s} {node_time / 60:6.2f}")
+    finally:
+        if args.keep:
+            print(f"\nproject copies kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print("\n| environment | pipelines | wall time | budget | within |\n|---|---|---:|---:|---|")
+    for env, seconds, budget in results:
+        within = "" if not budget else ("yes" if seconds <= budget * 60 else "no")
+        budget_text = f"{budget:g} min" if budget else "-"
+        print(f"| {env} | {args.pipelines} | {seconds / 60:.1f} min | {budget_text} | {within} |")
+
+
+if __name__ == "__main__":
+    main()
