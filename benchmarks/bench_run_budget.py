@@ -26,8 +26,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from llm_seqrec.pipelines import STAGES
+
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data_processing", "id_pretraining", "summarization", "alignment", "bituning", "evaluation")
 BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
 LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting"]

@@ -30,7 +30,7 @@ def with_value(parameters: dict, dotted_key: str, value) -> dict:
     return changed
 
 
-@pytest.mark.parametrize("env", ["base", "test", "amazon"])
+@pytest.mark.parametrize("env", ["base", "quick", "amazon"])
 def test_every_shipped_environment_validates(env):
     parameters = conf_parameters(env)
     if env == "amazon" and not Path(parameters["dataset"]["items"]).is_file():

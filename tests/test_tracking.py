@@ -13,6 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking_off(kedro_project, amazon_sample):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     params = csv_params(amazon_sample)
@@ -20,6 +21,7 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
     assert not (kedro_project / "mlruns").exists()  # conf/quick: tracking.mlflow is false
 
     run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": True}})
+    assert mlflow.active_run() is None  # the next session in this process must not log into it
     client = MlflowClient(tracking_uri=(kedro_project / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("llm_seqrec")
     runs = client.search_runs([experiment.experiment_id])

@@ -15,10 +15,10 @@ from kedro.io import AbstractVersionedDataset
 from pydantic import ValidationError
 
 from llm_seqrec.params import DatasetParams, ProjectParams, TrackingParams
+from llm_seqrec.pipelines import STAGES
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("data_processing", "id_pretraining", "summarization", "alignment", "bituning", "evaluation")
 
 
 class ParameterError(ValueError):
@@ -157,11 +157,24 @@ class MlflowTrackingHook:
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
         if self._mlflow_hook is not None:
             self._mlflow_hook.after_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+            self._end_leftover_runs()
 
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
         if self._mlflow_hook is not None:
             self._mlflow_hook.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
+            self._end_leftover_runs()
+
+    def _end_leftover_runs(self) -> None:
+        """kedro-mlflow re-enters the run at every node (for threaded runners) and ends it once, which
+        leaves it on MLflow's active-run stack: the next session in the same process (a notebook, the
+        tests) would log into it. A run that was active before the session is the caller's to end."""
+        import mlflow
+
+        if getattr(self._mlflow_hook, "_already_active_mlflow", False):
+            return
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, str]:

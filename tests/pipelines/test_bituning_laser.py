@@ -68,8 +68,8 @@ def test_stage2_reuses_the_cached_item_encodings(monkeypatch):
     monkeypatch.setattr(net, "encode_items", counting)
     log = fit_stages(net, "laser", user_set(6), user_set(4), schedule_params(), exclude_seen=False)
 
-    assert [r["stage"] for r in log] == [1, 2, 2]
-    assert all(r["metric"] is not None for r in log)
+    assert log["stage"].tolist() == [1, 2, 2] and log["epoch"].tolist() == [1, 1, 2]
+    assert log["metric"].notna().all()
     assert calls[1] > 0  # stage 1: catalogue passes and the batches' targets
     # Stage 2 starts from the encodings stage 1's last validation made with the same weights, and
     # never re-encodes: the item side is frozen.
@@ -85,7 +85,8 @@ def test_a_finished_schedule_resumes_from_its_checkpoints_without_training(tmp_p
 
     again = tiny_laser()
     monkeypatch.setattr(again, "loss", lambda **_: pytest.fail("a finished run trained again"))
-    assert fit_stages(again, "laser", user_set(6), user_set(4), params, exclude_seen=False) == log
+    # The checkpoints hold the history, its seconds and memory included.
+    pd.testing.assert_frame_equal(fit_stages(again, "laser", user_set(6), user_set(4), params, exclude_seen=False), log)
     for key, value in first.state_dict().items():
         assert torch.equal(again.state_dict()[key], value)
 
@@ -181,7 +182,11 @@ def test_laser_pipeline_end_to_end(kedro_project, amazon_sample):
         assert sum(t.numel() for t in state.values()) < 1_000_000
         log = catalog.load(f"{model}_training_log")
         assert log["stage"].tolist() == ([2, 2] if model == "laser_no_stage1" else [1, 2])
-        assert (log["model"] == model).all() and log["trainable_parameters"].eq(sum(t.numel() for t in state.values())).all()
+        # Stage 1 trains every saved weight; stage 2 freezes the item side.
+        stages = log.groupby("stage")["trainable_parameters"].max()
+        assert (log["model"] == model).all() and stages.max() <= sum(t.numel() for t in state.values())
+        if model != "laser_no_stage1":
+            assert stages[1] == sum(t.numel() for t in state.values()) > stages[2]
 
         tables[model] = scores = catalog.load(f"{model}_scores")
         assert list(scores.columns) == SCORE_COLUMNS

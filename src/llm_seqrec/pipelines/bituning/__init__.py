@@ -1,4 +1,4 @@
-"""The bituning stage (see DESIGN.md); its nodes arrive with their issue."""
+"""The bituning stage: one namespace per variant (laser, fusion, trsr, dmpo), see DESIGN.md."""
 
 from .pipeline import create_pipeline
 
