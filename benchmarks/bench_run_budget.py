@@ -15,7 +15,6 @@ over). The de-quantised SmolLM2 weights (~/.cache/llm_seqrec) are reused when pr
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from llm_seqrec.pipelines import STAGES
+from llm_seqrec.pipelines import STAGES, stage_pipelines
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
@@ -46,11 +45,7 @@ COMPLETED = re.compile(r"^Completed node: (\S+)")
 
 def stage_of_nodes() -> dict[str, str]:
     """Node name -> the stage pipeline that holds it."""
-    stages = {}
-    for stage in STAGES:
-        for node in importlib.import_module(f"llm_seqrec.pipelines.{stage}").create_pipeline().nodes:
-            stages[node.name] = stage
-    return stages
+    return {node.name: stage for stage, pipe in stage_pipelines().items() for node in pipe.nodes}
 
 
 def run(env: str, pipelines: str, workdir: Path) -> tuple[float, dict[str, float], int, str]:

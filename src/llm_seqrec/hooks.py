@@ -3,7 +3,6 @@ track runs and trained models in MLflow."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -15,7 +14,7 @@ from kedro.io import AbstractVersionedDataset
 from pydantic import ValidationError
 
 from llm_seqrec.params import DatasetParams, ProjectParams, TrackingParams
-from llm_seqrec.pipelines import STAGES
+from llm_seqrec.pipelines import stage_pipelines
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +59,10 @@ class UpstreamCheckHook:
         if not missing:
             return
         # Kedro's registry holds only the selected pipelines here; each stage module knows its outputs.
-        stages = {
-            stage: importlib.import_module(f"llm_seqrec.pipelines.{stage}").create_pipeline() for stage in STAGES
-        }
+        stages = stage_pipelines()
         lines = []
         for name in missing:
-            makers = [stage for stage in STAGES if name in stages[stage].all_outputs()]
+            makers = [stage for stage, pipe in stages.items() if name in pipe.all_outputs()]
             hint = f"run `kedro run --pipelines={makers[0]}` first" if makers else "it is not made by any pipeline"
             lines.append(f"  - {name}: {hint}")
         raise FileNotFoundError("Upstream datasets are missing:\n" + "\n".join(lines))
@@ -131,11 +128,16 @@ class MlflowTrackingHook:
             return
         params = _flat({name.removeprefix("params:"): value for name, value in inputs.items() if name.startswith("params:")})
         artifacts = {name: path for name in outputs if name not in logs and (path := _artifact_path(catalog, name))}
-        for log in logs.values():
-            for model, epochs in log.groupby("model", sort=False):
-                self._log_trained_model(str(model), epochs, params, artifacts, node.name)
+        from llm_seqrec.evaluation.report import training_cost  # torch and matplotlib: only when tracking
 
-    def _log_trained_model(self, model: str, epochs: pd.DataFrame, params: dict, artifacts: dict, node: str) -> None:
+        epochs = pd.concat(logs.values(), ignore_index=True)
+        # The report's cost table, one row per model the node trained.
+        for cost in training_cost(self._dataset, logs).to_dict("records"):
+            model = cost["model"]
+            self._log_trained_model(model, epochs[epochs["model"] == model], cost, params, artifacts, node.name)
+
+    def _log_trained_model(self, model: str, epochs: pd.DataFrame, cost: dict, params: dict, artifacts: dict,
+                           node: str) -> None:
         import mlflow
 
         tags = {"model": model, "dataset": self._dataset, "kedro_node": node, "kedro_save_version": self._save_version}
@@ -144,13 +146,9 @@ class MlflowTrackingHook:
             for step, row in enumerate(epochs.itertuples(index=False), start=1):
                 values = {"loss": row.loss, "valid_metric": row.metric, "epoch_seconds": row.seconds}
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if _finite(v)}, step=step)
-            cost = {
-                "trainable_parameters": epochs["trainable_parameters"].max(),
-                "train_minutes": epochs["seconds"].sum() / 60,
-                "peak_rss_mb": epochs["peak_rss_mb"].max(),
-                "peak_cuda_mb": epochs["peak_cuda_mb"].max(),
-            }
-            mlflow.log_metrics({k: float(v) for k, v in cost.items() if _finite(v)})
+            summary = {"trainable_parameters": cost["trainable_parameters"], "train_minutes": cost["minutes"],
+                       "peak_rss_mb": cost["peak_rss_mb"], "peak_cuda_mb": cost["peak_cuda_mb"]}
+            mlflow.log_metrics({k: float(v) for k, v in summary.items() if _finite(v)})
             mlflow.set_tags({f"artifact.{name}": path for name, path in artifacts.items()})
 
     @hook_impl

@@ -34,30 +34,13 @@ from kedro.pipeline import Node, Pipeline, pipeline
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
-from llm_seqrec.evaluation.protocol import (
-    full_ranking_rows,
-    llm_user_sample,
-    sampled_rows,
-)
+from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, sampled_rows
 from llm_seqrec.llm.backbone import Backbone, load_backbone
 from llm_seqrec.llm.device import choose_device
-from llm_seqrec.models.bituning import (
-    BiTuning,
-    BiTuningConfig,
-    PromptConfig,
-    Prompts,
-    collate_users,
-    length_buckets,
-)
+from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, length_buckets
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec
-from llm_seqrec.params import (
-    BITUNING_FAMILIES,
-    BackboneParams,
-    EvaluationParams,
-    LaserModelParams,
-    LaserParams,
-)
+from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
 from llm_seqrec.pipelines import ABLATION
 from llm_seqrec.training import fit, seed_everything, training_log
 

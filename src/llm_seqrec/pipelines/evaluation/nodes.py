@@ -18,13 +18,7 @@ from llm_seqrec.evaluation.protocol import (
     metrics_table,
     sampled_rows,
 )
-from llm_seqrec.evaluation.report import (
-    example_users_markdown,
-    metrics_figure,
-    metrics_html,
-    metrics_markdown,
-    training_cost,
-)
+from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
 from llm_seqrec.models.popularity import item_counts
@@ -124,8 +118,7 @@ def show_example_users(
 
 def tabulate_training_cost(dataset: dict, **training_logs: pd.DataFrame) -> pd.DataFrame:
     """``training_cost``: this data set's trained models' parameters, minutes and peak memory."""
-    return training_cost(DatasetParams.model_validate(dataset).name,
-                         {model: log for model, log in training_logs.items() if not log.empty})
+    return training_cost(DatasetParams.model_validate(dataset).name, training_logs)
 
 
 def render_metrics_table(metrics: pd.DataFrame, cost: pd.DataFrame, evaluation: dict) -> tuple[str, str]:
