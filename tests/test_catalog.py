@@ -67,4 +67,4 @@ def test_the_default_run_leaves_out_exactly_the_ablation_models(catalog):
     family = {"trsr_no_summary": "trsr"}
     expected = {f"{family.get(m, m.split('_')[0])}.{step}_{m}" for m in ablations for step in ("train", "score")}
     assert left_out == expected
-    assert pipelines["__default__"].all_outputs() >= {"metrics", "training_cost", "laser_scores", "fusion_scores", "trsr_scores"}
+    assert pipelines["__default__"].all_outputs() >= {"metrics", "training_cost", "laser_scores", "fusion_scores", "fusion_dmpo_scores", "trsr_scores"}

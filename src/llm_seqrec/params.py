@@ -341,6 +341,18 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+class BiTuningPreferenceParams(Strict):
+    """DMPO after Bi-Tuning (``fusion.preference``; the model ``fusion_dmpo``): the trained adapter tuned
+    further on its candidate head, one positive against ``negatives`` items the user never touched."""
+
+    loss: Literal["dmpo", "sdpo"] = "dmpo"
+    negatives: int = Field(3, ge=1)  # k per training user, sampled once (the reference logits are computed once)
+    beta: float = Field(1.0, gt=0)
+    sft_weight: float = Field(0.0, ge=0)  # weight of the Bi-Tuning contrastive loss added to the preference loss
+    train_users: int | None = Field(128, ge=1)  # seeded users per epoch; None = every user
+    training: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, patience=1, eval_users=64)
+
+
 class _BiTuningFamilyParams(LaserModelParams):
     """A Bi-Tuning model and its ablations: the full model's settings, and per ablation the keys it
     changes. Each ablation is the same code under changed parameters, trained and scored as a model of
@@ -348,6 +360,7 @@ class _BiTuningFamilyParams(LaserModelParams):
 
     NAME: ClassVar[str]
     ABLATIONS: ClassVar[tuple[str, ...]]
+    PREFERENCE_MODEL: ClassVar[str | None] = None  # the full model after preference tuning, if the family has one
     ablations: dict[str, dict] = {}
 
     @model_validator(mode="after")
@@ -369,9 +382,10 @@ class _BiTuningFamilyParams(LaserModelParams):
         return (cls.NAME, *cls.ABLATIONS)
 
     def model(self, name: str) -> LaserModelParams:
-        """The settings of model ``name``: the full model, or an ablation with its overrides applied."""
-        base = self.model_dump(exclude={"ablations"})
-        if name == self.NAME:
+        """The settings of model ``name``: the full model (also the architecture of its preference-tuned
+        model), or an ablation with its overrides applied."""
+        base = self.model_dump(exclude={"ablations", "preference"})
+        if name in (self.NAME, self.PREFERENCE_MODEL):
             return LaserModelParams.model_validate(base)
         if name not in self.ABLATIONS:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(self.models())}")
@@ -401,6 +415,8 @@ class FusionParams(_BiTuningFamilyParams):
 
     NAME: ClassVar[str] = "fusion"
     ABLATIONS: ClassVar[tuple[str, ...]] = FUSION_ABLATIONS
+    PREFERENCE_MODEL: ClassVar[str | None] = "fusion_dmpo"
+    preference: BiTuningPreferenceParams = BiTuningPreferenceParams()
     use_summary: bool = True
     prompts: LaserPromptParams = LaserPromptParams(aligned_id_tokens=True)
     ablations: dict[str, dict] = {

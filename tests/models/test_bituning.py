@@ -4,6 +4,8 @@ Most tests use a tiny random Llama (same code path as SmolLM2, milliseconds per 
 run the real backbone to check the prompts and that no vocabulary logits are ever computed.
 """
 
+import math
+
 import pytest
 import torch
 from kedro.io.core import Version
@@ -11,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, pad_right
+from llm_seqrec.models.losses import dmpo_loss, sdpo_loss
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 
@@ -190,6 +193,73 @@ def test_aligned_id_slots_take_the_items_aligned_embeddings():
         build(prefix=False)._embed(tokens)
     with pytest.raises(ValueError, match="aligned ID tokens need"):
         BiTuning(config, llm, item_prompts())
+
+
+# ---------------------------------------------------------------- preference tuning on the candidate head
+CANDIDATES = torch.tensor([[3, 1, 2, 4], [7, 5, 6, 8], [7, 9, 10, 11], [12, 1, 5, 9]])  # target first, k = 3
+
+
+def preference_batch() -> dict:
+    out = batch()
+    del out["target"]
+    return {**out, "candidates": CANDIDATES}
+
+
+@pytest.mark.parametrize(("objective", "at_start"), [(dmpo_loss, math.log(2)), (sdpo_loss, math.log(4))])
+def test_the_preference_loss_starts_where_policy_equals_reference(objective, at_start):
+    net = build()  # M-Former dropout 0: the policy in train mode is the reference
+    net.set_item_side_trainable(False)
+    net.eval()
+    reference = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=3)
+    net.train()
+    b = preference_batch()
+    loss = net.preference_loss(b["prompt"], b["length"], b["candidates"], reference, objective, beta=1.0,
+                               history=b["history"])
+    # Zero rewards: DMPO is -log sigma(0) = log 2, S-DPO -log sigma(-log k) = log(1 + k); plus the balance term.
+    balance = net.config.balance_weight * net.encode_users(b["prompt"], b["length"], b["history"]).balance_loss
+    assert (loss - balance).item() == pytest.approx(at_start, abs=1e-5)
+
+
+def test_preference_steps_raise_the_positive_over_the_negatives_and_change_only_the_user_side():
+    net = build()
+    net.set_item_side_trainable(False)
+    net.eval()
+    reference = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=4)
+    kept_reference = reference.clone()
+    items_before = net.refresh_items().clone()
+    before_frozen, before = frozen_state(net), {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=0.01)
+    net.train()
+    b = preference_batch()
+    for _ in range(5):
+        optimizer.zero_grad()
+        net.preference_loss(b["prompt"], b["length"], b["candidates"], reference, dmpo_loss, 1.0, 0.5,
+                            b["history"]).backward()
+        optimizer.step()
+    net.eval()
+    reward = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=4) - reference
+    assert (reward[:, 0] - reward[:, 1:].mean(1)).mean() > 0
+    assert torch.equal(reference, kept_reference)
+    after_frozen = frozen_state(net)
+    assert all(torch.equal(before_frozen[k], after_frozen[k]) for k in before_frozen)
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert "user_suffix" in changed and not changed & {"item_suffix", "item_projection.weight", "item_projection.bias"}
+    assert torch.equal(net.refresh_items(), items_before)
+
+
+def test_candidate_logits_are_the_scores_of_the_full_ranking_over_the_temperature():
+    net = build().eval()
+    full = net.score_users(USERS, HISTORIES, batch_size=4)
+    head = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=2)
+    torch.testing.assert_close(head, full.gather(1, CANDIDATES) / net.config.temperature, atol=1e-5, rtol=1e-5)
+
+
+def test_preference_tuning_refuses_a_trainable_item_side():
+    net = build()
+    b = preference_batch()
+    with pytest.raises(ValueError, match="item side frozen"):
+        net.preference_loss(b["prompt"], b["length"], b["candidates"], torch.zeros(4, 4), dmpo_loss, 1.0,
+                            history=b["history"])
 
 
 # ---------------------------------------------------------------- the real backbone

@@ -18,7 +18,7 @@ from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 from llm_seqrec.params import FusionParams, LaserParams
-from llm_seqrec.pipelines.bituning.laser import MODELS, UserSet, fit_stages
+from llm_seqrec.pipelines.bituning.laser import MODELS, UserSet, fit_preference, fit_stages, preference_candidates
 
 SAMPLE = 8  # conf/quick: evaluation.llm_user_sample
 N_ITEMS = 10
@@ -116,6 +116,55 @@ def test_the_fusion_ladder_switches_off_one_part_per_ablation():
         "fusion_no_aligned_ids": (True, False, True),
         "fusion_no_prefix": (True, True, False),
     }
+    # fusion_dmpo tunes the trained fusion model: its architecture is fusion's.
+    assert fusion.model("fusion_dmpo") == fusion.model("fusion")
+
+
+def test_preference_candidates_are_the_target_then_items_the_user_never_touched():
+    users = user_set(6)
+    candidates = preference_candidates(users, N_ITEMS, 3, seed=1)
+    assert candidates.shape == (6, 4)
+    assert candidates[:, 0].tolist() == users.targets
+    for row, (_, user) in zip(candidates.tolist(), users.frame.iterrows(), strict=True):
+        touched = {*user["train_items"], user["valid_target"], user["test_target"]}
+        assert len(set(row[1:])) == 3 and not set(row[1:]) & touched
+    assert torch.equal(preference_candidates(users, N_ITEMS, 3, seed=1), candidates)
+
+
+def test_preference_tuning_trains_the_user_side_against_a_fixed_reference_and_resumes(tmp_path, monkeypatch):
+    net = tiny_laser()
+    fit_stages(net, "fusion", user_set(6), user_set(4), schedule_params(), exclude_seen=False)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    preference = FusionParams.model_validate({"preference": {"train_users": None, "training": {
+        "epochs": 2, "batch_size": 2, "lr": 0.01, "progress": False, "device": "cpu", "checkpoint_dir": str(tmp_path)}}}).preference
+    references = []
+    original = BiTuning.preference_loss
+
+    def recording(self, prompt, length, candidates, reference, *args, **kwargs):
+        references.append(reference.clone())
+        return original(self, prompt, length, candidates, reference, *args, **kwargs)
+
+    monkeypatch.setattr(BiTuning, "preference_loss", recording)
+    log = fit_preference(net, "fusion_dmpo", user_set(6), user_set(4), schedule_params(), preference, exclude_seen=False)
+
+    assert log["stage"].tolist() == [3, 3] and log["epoch"].tolist() == [1, 2] and log["metric"].notna().all()
+    assert {k for k, v in net.state_dict().items() if not torch.equal(v, start[k])} >= {"user_suffix"}
+    for key in ("item_suffix", "item_projection.weight"):
+        assert torch.equal(net.state_dict()[key], start[key])
+    # The reference is the starting model's logits, the same tensor rows in every epoch.
+    tuned_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(start)
+    net.eval()
+    users = user_set(6)
+    expected = net.score_candidates(users.prompts, users.histories, preference_candidates(users, N_ITEMS, 3, 42), 8)
+    seen = torch.cat(references)
+    assert len(seen) == 2 * 6 and all(any(torch.equal(row, e) for e in expected) for row in seen)
+
+    # A finished run resumes from its checkpoint without a step.
+    monkeypatch.setattr(BiTuning, "preference_loss", lambda *a, **k: pytest.fail("a finished run trained again"))
+    again = fit_preference(net, "fusion_dmpo", user_set(6), user_set(4), schedule_params(), preference, exclude_seen=False)
+    pd.testing.assert_frame_equal(again, log)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in tuned_state.items())
 
 
 # ---------------------------------------------------------------- the pipeline, end to end

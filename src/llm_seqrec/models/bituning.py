@@ -18,6 +18,10 @@ once per epoch; stage 2 freezes the item side, so one cache serves every step.
 Vocabulary logits are never computed: the decoder (``get_decoder()``) runs without the LM head, and only
 the suffix position's state goes into the projection.
 
+After stage 2, ``preference_loss`` tunes the same trainable parts with a preference loss (DMPO or
+S-DPO) on the candidate head: one positive against k sampled negatives, rewards measured against the
+frozen stage-2 model's logits, the item encodings still frozen.
+
 Optionally each item in a prompt also carries a soft token: its ID embedding already aligned into the
 LLM's input space by RA-Rec (``aligned_items``, frozen). A prompt marks that slot with the negative
 item id (``-item_idx``), which the input embedding replaces by the item's aligned vector.
@@ -25,7 +29,7 @@ item id (``-item_idx``), which the input embedding replaces by the item's aligne
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -323,12 +327,45 @@ class BiTuning(nn.Module):
         load-balancing loss. While the item side trains, the targets' columns come from a fresh,
         differentiable encoding; every other item from the cache."""
         users = self.encode_users(prompt, length, history)
-        logits = users.vectors @ self.item_table()[1:].T
+        return self._contrastive(users.vectors, target) + self.config.balance_weight * users.balance_loss
+
+    def _contrastive(self, vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = vectors @ self.item_table()[1:].T
         if self.item_suffix.requires_grad:
             fresh = torch.unique(target)
-            logits = logits.index_copy(1, fresh - 1, users.vectors @ self.encode_items(fresh).T)
-        contrastive = F.cross_entropy(logits / self.config.temperature, target - 1)
-        return contrastive + self.config.balance_weight * users.balance_loss
+            logits = logits.index_copy(1, fresh - 1, vectors @ self.encode_items(fresh).T)
+        return F.cross_entropy(logits / self.config.temperature, target - 1)
+
+    def candidate_logits(self, vectors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Temperature-scaled cosine ``[B, C]`` of unit user vectors ``[B, rec_size]`` with each user's
+        candidates ``[B, C]`` (item ids), from the item cache."""
+        return torch.einsum("bd,bcd->bc", vectors, self.item_table()[candidates]) / self.config.temperature
+
+    def preference_loss(
+        self,
+        prompt: torch.Tensor,
+        length: torch.Tensor,
+        candidates: torch.Tensor,
+        reference: torch.Tensor,
+        objective: Callable[..., torch.Tensor],
+        beta: float,
+        sft_weight: float = 0.0,
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A preference loss (``models.losses``: DMPO or S-DPO) on the candidate head, for preference
+        tuning after stage 2. ``candidates [B, 1 + k]`` hold the positive first; ``reference [B, 1 + k]``
+        their ``candidate_logits`` under the frozen starting model. The policy's log-probability of an
+        item is its logit: the log-softmax over the catalogue would subtract the same normaliser from a
+        user's positive and negatives, which cancels in every reward difference the losses take.
+        ``sft_weight`` adds the contrastive loss over all items on the positive."""
+        if self.item_suffix.requires_grad:
+            raise ValueError("preference tuning keeps the item side frozen: call set_item_side_trainable(False) first")
+        users = self.encode_users(prompt, length, history)
+        logits = self.candidate_logits(users.vectors, candidates)
+        loss = objective(logits[:, 0], logits[:, 1:], reference[:, 0], reference[:, 1:], beta)
+        if sft_weight:
+            loss = loss + sft_weight * self._contrastive(users.vectors, candidates[:, 0])
+        return loss + self.config.balance_weight * users.balance_loss
 
     @torch.no_grad()
     def score_users(
@@ -336,14 +373,33 @@ class BiTuning(nn.Module):
     ) -> torch.Tensor:
         """Scores ``[N, n_items + 1]`` (CPU) of users given as prompt ids and item histories, computed in
         length-bucketed batches and returned in the given order."""
+        out = torch.empty(len(prompts), self.config.n_items + 1)
+        for rows, batch in self._user_batches(prompts, histories, batch_size, progress):
+            out[rows] = self(**batch).cpu()
+        return out
+
+    @torch.no_grad()
+    def score_candidates(
+        self, prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], candidates: torch.Tensor, batch_size: int
+    ) -> torch.Tensor:
+        """``candidate_logits`` ``[N, C]`` (CPU) of users given as prompt ids and item histories, each with
+        its candidates (a row of ``candidates [N, C]``), from the cached item encodings."""
+        out = torch.empty(candidates.shape)
+        for rows, batch in self._user_batches(prompts, histories, batch_size):
+            vectors = self.encode_users(**batch).vectors
+            out[rows] = self.candidate_logits(vectors, candidates[rows].to(vectors.device)).cpu()
+        return out
+
+    def _user_batches(
+        self, prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], batch_size: int, progress: bool = False
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """Length-bucketed ``encode_users`` batches on the model's device, with their row indices."""
         id_max_len = self.frozen.id_model.config.max_len if self.mformer is not None else None
         device = self.user_suffix.device
-        out = torch.empty(len(prompts), self.config.n_items + 1)
-        batches = length_buckets([len(p) for p in prompts], batch_size)
-        for rows in tqdm(batches, desc="encoding users", leave=False, disable=not progress):
+        for rows in tqdm(length_buckets([len(p) for p in prompts], batch_size), desc="encoding users", leave=False,
+                         disable=not progress):
             batch = collate_users([prompts[r] for r in rows], [histories[r] for r in rows], id_max_len)
-            out[rows] = self(**{k: v.to(device) for k, v in batch.items()}).cpu()
-        return out
+            yield rows, {k: v.to(device) for k, v in batch.items()}
 
     # ---------------------------------------------------------------- artifacts
     def n_trainable_parameters(self) -> int:

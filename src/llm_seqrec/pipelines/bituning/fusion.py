@@ -5,7 +5,8 @@ loss over all items) whose prompt carries LLM-TRSR's summary of the user's histo
 titles, each after its RA-Rec aligned ID embedding as a soft token. None of the four papers has it.
 Each part switches off by parameter (``fusion`` in conf/base/parameters_bituning.yml), and the
 ablations ``fusion_no_summary``, ``fusion_no_aligned_ids`` and ``fusion_no_prefix`` are trained and
-scored beside it, so the evaluation shows what each part adds. The code is Laser's (``laser.py``).
+scored beside it, so the evaluation shows what each part adds; ``fusion_dmpo`` is the trained fusion
+model further tuned by DMPO on its candidate head (``fusion.preference``), the ladder's top rung. The code is Laser's (``laser.py``).
 """
 
 from __future__ import annotations

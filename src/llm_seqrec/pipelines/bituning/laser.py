@@ -13,6 +13,10 @@ stops early on validation NDCG@10 (full ranking, a seeded sample of users) and k
 A training example is a user's training items before the last one, with the last as target (the
 ``train`` cutoff of the summarization stage, so its summaries fit).
 
+A family may also have a preference-tuned model (``fusion_dmpo``: ``fusion.preference``): the trained
+full model tuned further by DMPO or S-DPO on its candidate head, one positive against k sampled
+negatives, with the trained model's logits as the frozen reference (``fit_preference``).
+
 Optional inputs, off by default: LLM-TRSR's summaries in the user prompt (``use_summary``) and
 RA-Rec's aligned item embeddings as a soft token per item (``prompts.aligned_id_tokens``). Their
 datasets are inputs of every node all the same (a Kedro pipeline cannot depend on a parameter), so
@@ -38,9 +42,18 @@ from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, s
 from llm_seqrec.llm.backbone import Backbone, load_backbone
 from llm_seqrec.llm.device import choose_device
 from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, length_buckets
+from llm_seqrec.models.llm_recommender import sample_negatives
+from llm_seqrec.models.losses import PREFERENCE_LOSSES
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec
-from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams, LaserParams
+from llm_seqrec.params import (
+    BITUNING_FAMILIES,
+    BackboneParams,
+    BiTuningPreferenceParams,
+    EvaluationParams,
+    LaserModelParams,
+    LaserParams,
+)
 from llm_seqrec.pipelines import ABLATION
 from llm_seqrec.training import fit, seed_everything, training_log
 
@@ -150,6 +163,39 @@ def score_laser(
     return pd.concat(tables, ignore_index=True)
 
 
+def preference_tune(
+    adapter: dict,
+    user_sequences: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    sasrec_model: dict,
+    user_summaries: pd.DataFrame,
+    aligned_item_embeddings: pd.DataFrame,
+    laser: dict,
+    evaluation: dict,
+    backbone: dict,
+    *,
+    model: str,
+    family: str = "fusion",
+) -> tuple[dict, pd.DataFrame]:
+    """``model`` (``fusion_dmpo``): the family's trained full model (``adapter``) tuned further by DMPO
+    or S-DPO on its candidate head (``<family>.preference``); return its adapter and training log."""
+    family_params = BITUNING_FAMILIES[family].model_validate(laser)
+    params, preference = family_params.model(model), family_params.preference
+    exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
+    llm = _load_llm(backbone, params)
+    seed_everything(preference.training.seed)
+    net, prompts = restore(adapter, llm, item_catalog, sasrec_model, aligned_item_embeddings)
+    summaries = _summaries(user_summaries, params.use_summary)
+    examples = _training_examples(user_sequences, prompts, summaries)
+    # Validation (early stopping, best epoch) as the family's, on preference.training's sample size.
+    valid = _validation_users(user_sequences, prompts, summaries, params.model_copy(update={"training": preference.training}))
+    logger.info("%s: %s's adapter tuned by %s, one positive against %d negatives per user (beta %s)", model,
+                family, preference.loss, preference.negatives, preference.beta)
+    log = fit_preference(net, model, examples, valid, params, preference, exclude_seen)
+    config = {key: value for key, value in adapter["config"].items() if key != "model"}
+    return net.to_artifact(**config, preference=preference.model_dump(mode="json")), log
+
+
 def create_variant_pipeline(family: str = "laser") -> Pipeline:
     """The nodes of a Bi-Tuning family (``laser``, or ``fusion``: see ``fusion.py``) in its namespace."""
     models = BITUNING_FAMILIES[family].models()
@@ -173,6 +219,25 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
                 f"{name}_scores",
                 name=f"score_{name}",
                 tags=tags,
+            ),
+        ]
+    tuned = BITUNING_FAMILIES[family].PREFERENCE_MODEL
+    if tuned is not None:
+        models = (*models, tuned)
+        nodes += [
+            Node(
+                _for_model(preference_tune, tuned, family),
+                [f"{family}_adapter", "user_sequences", "item_catalog", "sasrec_model", "user_summaries",
+                 "aligned_item_embeddings", *parameters],
+                [f"{tuned}_adapter", f"{tuned}_training_log"],
+                name=f"preference_tune_{tuned}",
+            ),
+            Node(
+                _for_model(score_laser, tuned, family),
+                [f"{tuned}_adapter", "user_sequences", "item_catalog", "eval_candidates", "sasrec_model",
+                 "user_summaries", "aligned_item_embeddings", *parameters],
+                f"{tuned}_scores",
+                name=f"score_{tuned}",
             ),
         ]
     # Catalog names stay as they are (``laser_adapter``, ``laser_scores``, ...): the evaluation
@@ -317,28 +382,8 @@ def fit_stages(
     """Stage 1 (item side trainable, catalogue re-encoded per epoch), then stage 2 (items frozen), each
     through the shared loop; returns the training log of both (``stage`` 1 and 2)."""
     training = params.training
-    id_max_len = net.frozen.id_model.config.max_len if net.frozen.id_model is not None else None
-
-    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict]:
-        # The epoch's item encodings: re-encoded in stage 1, where the last epoch changed the item
-        # side; a no-op in stage 2 after its first epoch.
-        net.refresh_items(params.item_batch_size, progress=training.progress)
-        order = torch.randperm(len(examples), generator=generator)[: params.train_users or len(examples)].tolist()
-        buckets = length_buckets([len(examples.prompts[i]) for i in order], training.batch_size)
-        for b in torch.randperm(len(buckets), generator=generator).tolist():
-            rows = [order[i] for i in buckets[b]]
-            batch = collate_users([examples.prompts[r] for r in rows], [examples.histories[r] for r in rows], id_max_len)
-            batch["target"] = torch.tensor([examples.targets[r] for r in rows], dtype=torch.long)
-            yield batch
-
-    def validate(model: BiTuning) -> float:
-        model.refresh_items(params.item_batch_size, progress=training.progress)
-        scores = model.score_users(valid.prompts, valid.histories, params.score_batch_size, progress=training.progress)
-        ranks = _full_rows(scores, valid.frame, "valid", exclude_seen)["rank"].to_numpy()
-        return metrics_from_ranks(ranks, [10], "full")["ndcg@10"]
-
-    digest = hashlib.sha256(json.dumps([examples.prompts, examples.histories, examples.targets,
-                                        valid.prompts, valid.targets]).encode()).hexdigest()
+    make_batches = _epoch_batches(net, examples, params.train_users, training.batch_size, params, training.progress)
+    digest = _digest(examples.prompts, examples.histories, examples.targets, valid.prompts, valid.targets)
     # Settings that change no epoch already done stay out, as in the loop's own RESUMABLE_CHANGES.
     same_run = params.model_dump(mode="json", exclude={"training", "stage1_epochs", "item_batch_size", "score_batch_size"})
     run_config = {"model": net.config.to_dict(), "params": same_run,
@@ -355,13 +400,111 @@ def fit_stages(
             net,
             lambda model, batch: model.loss(**batch),
             make_batches,
-            validate,
+            _validator(valid, params, exclude_seen),
             training.model_copy(update={"epochs": epochs}),
             f"{name}_stage{stage}",
             {**run_config, "stage": stage, "start": start},
         )
         logs.append(training_log(name, result.history, stage))
     return pd.concat(logs, ignore_index=True)
+
+
+def fit_preference(
+    net: BiTuning,
+    name: str,
+    examples: UserSet,
+    valid: UserSet,
+    params: LaserModelParams,
+    preference: BiTuningPreferenceParams,
+    exclude_seen: bool,
+) -> pd.DataFrame:
+    """Preference tuning after stage 2 through the shared loop: per training user its target against
+    ``preference.negatives`` sampled items it never touched, rewards against the starting model's
+    candidate logits (the reference: computed once, in eval mode, and held in memory as a tensor, so
+    no second model is kept); the item side stays frozen. Returns its training log (``stage`` 3)."""
+    training = preference.training
+    net.set_item_side_trainable(False)
+    net.refresh_items(params.item_batch_size, progress=training.progress)
+    candidates = preference_candidates(examples, net.config.n_items, preference.negatives, training.seed)
+    net.eval()
+    reference = net.score_candidates(examples.prompts, examples.histories, candidates, params.score_batch_size)
+    objective = PREFERENCE_LOSSES[preference.loss]
+
+    def loss(model: BiTuning, batch: dict) -> torch.Tensor:
+        return model.preference_loss(batch["prompt"], batch["length"], batch["candidates"], batch["reference"],
+                                     objective, preference.beta, preference.sft_weight, batch.get("history"))
+
+    make_batches = _epoch_batches(net, examples, preference.train_users, training.batch_size, params,
+                                  training.progress, extra={"candidates": candidates, "reference": reference})
+    run_config = {
+        "model": net.config.to_dict(),
+        "preference": preference.model_dump(mode="json", exclude={"training"}),
+        "exclude_seen": exclude_seen,
+        "data": _digest(examples.prompts, examples.histories, candidates.tolist(), valid.prompts, valid.targets),
+        "start": _fingerprint(net.state_dict()),
+    }
+    result = fit(net, loss, make_batches, _validator(valid, params, exclude_seen), training, f"{name}_preference", run_config)
+    return training_log(name, result.history, 3)
+
+
+def preference_candidates(examples: UserSet, n_items: int, k: int, seed: int) -> torch.Tensor:
+    """``[N, 1 + k]``: each example's target, then ``k`` distinct items its user never interacted with
+    (training items and both held-out targets excluded), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    frame = examples.frame
+    rows = []
+    for target, train_items, valid_target, test_target in zip(
+        examples.targets, frame["train_items"], frame["valid_target"], frame["test_target"], strict=True
+    ):
+        touched = {*map(int, train_items), int(valid_target), int(test_target)}
+        rows.append([target, *sample_negatives(n_items, touched, k, generator)])
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), 1 + k)
+
+
+def _epoch_batches(
+    net: BiTuning,
+    examples: UserSet,
+    train_users: int | None,
+    batch_size: int,
+    params: LaserModelParams,
+    progress: bool,
+    extra: Mapping[str, torch.Tensor] | None = None,
+):
+    """``make_batches`` for the shared loop: per epoch ``train_users`` seeded examples (all if None) in
+    length-bucketed batches of ``batch_size``, in random order, each with the examples' targets and
+    their rows of every ``extra`` tensor."""
+    id_max_len = net.frozen.id_model.config.max_len if net.frozen.id_model is not None else None
+
+    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict]:
+        # The epoch's item encodings: re-encoded in stage 1, where the last epoch changed the item
+        # side; a no-op once the item side is frozen and encoded.
+        net.refresh_items(params.item_batch_size, progress=progress)
+        order = torch.randperm(len(examples), generator=generator)[: train_users or len(examples)].tolist()
+        buckets = length_buckets([len(examples.prompts[i]) for i in order], batch_size)
+        for b in torch.randperm(len(buckets), generator=generator).tolist():
+            rows = [order[i] for i in buckets[b]]
+            batch = collate_users([examples.prompts[r] for r in rows], [examples.histories[r] for r in rows], id_max_len)
+            batch["target"] = torch.tensor([examples.targets[r] for r in rows], dtype=torch.long)
+            batch.update({key: values[rows] for key, values in (extra or {}).items()})
+            yield batch
+
+    return make_batches
+
+
+def _validator(valid: UserSet, params: LaserModelParams, exclude_seen: bool):
+    """``validate`` for the shared loop: full-ranking NDCG@10 of the validation users."""
+
+    def validate(model: BiTuning) -> float:
+        model.refresh_items(params.item_batch_size, progress=params.training.progress)
+        scores = model.score_users(valid.prompts, valid.histories, params.score_batch_size, progress=params.training.progress)
+        ranks = _full_rows(scores, valid.frame, "valid", exclude_seen)["rank"].to_numpy()
+        return metrics_from_ranks(ranks, [10], "full")["ndcg@10"]
+
+    return validate
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def _full_rows(scores: torch.Tensor, users: pd.DataFrame, split: str, exclude_seen: bool) -> pd.DataFrame:

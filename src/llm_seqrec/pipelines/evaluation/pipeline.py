@@ -21,6 +21,7 @@ SCORED_MODELS = (
     "laser_no_prefix",
     "laser_no_stage1",
     "fusion",
+    "fusion_dmpo",
     "fusion_no_summary",
     "fusion_no_aligned_ids",
     "fusion_no_prefix",
