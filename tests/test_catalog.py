@@ -60,11 +60,14 @@ def test_layers_follow_the_data_flow(catalog):
     assert not backwards, "\n".join(backwards)
 
 
-def test_the_default_run_leaves_out_exactly_the_ablation_models(catalog):
+def test_the_default_run_leaves_out_exactly_the_ablation_and_cross_domain_models(catalog):
     pipelines = register_pipelines()
     left_out = {node.name for node in pipelines["full"].nodes} - {node.name for node in pipelines["__default__"].nodes}
     ablations = [*LaserParams().ablations, *FusionParams().ablations, "trsr_no_summary"]
     family = {"trsr_no_summary": "trsr"}
     expected = {f"{family.get(m, m.split('_')[0])}.{step}_{m}" for m in ablations for step in ("train", "score")}
-    assert left_out == expected
+    transfer = {f"dmpo_transfer.{node}" for node in (
+        "make_training_examples", "train_sft", "compute_reference_logprobs", "score_sft", "train_dmpo", "score_dmpo",
+        "train_sdpo", "score_sdpo", "collect_scores", "collect_training_log")}
+    assert left_out == expected | transfer
     assert pipelines["__default__"].all_outputs() >= {"metrics", "training_cost", "laser_scores", "fusion_scores", "fusion_dmpo_scores", "trsr_scores"}

@@ -1,5 +1,5 @@
 """`kedro run` of every stage on 300 real Amazon users with the real SmolLM2 and the `test`
-configuration; then what an analyst does next: re-run one stage alone, open the notebook, build
+configuration (the cross-domain models trained on MovieLens-100K); then what an analyst does next: re-run one stage alone, open the notebook, build
 kedro-viz."""
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from nbclient import NotebookClient
 from llm_seqrec.pipelines.evaluation.pipeline import SCORED_MODELS, TRAINED_MODELS
 
 DATASET = "amazon-scientific"
+# Score tables that hold several models: the few-shot sweep (conf/quick: 2 users) and the cross-domain
+# models (conf/quick: trained on MovieLens-100K).
+TABLES_OF_MODELS = {"dmpo_few_shot", "dmpo_transfer"}
+TRANSFERRED = [f"{model}_from_ml-100k" for model in ("sft", "dmpo", "sdpo")]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,7 @@ def finished_run(tmp_path_factory, amazon_sample):
 @pytest.mark.slow
 def test_every_model_reaches_metrics(finished_run):
     metrics = pd.read_csv(finished_run / "data" / "08_reporting" / "metrics.csv")
-    # dmpo_few_shot_scores holds one model per few-shot budget (conf/quick: 2 users).
-    assert set(metrics["model"]) == set(SCORED_MODELS) - {"dmpo_few_shot"} | {"dmpo_u2"}
+    assert set(metrics["model"]) == set(SCORED_MODELS) - TABLES_OF_MODELS | {"dmpo_u2", *TRANSFERRED}
     assert set(metrics["dataset"]) == {DATASET}
     assert metrics["value"].between(0, 1).all()
     report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text()
@@ -51,7 +54,7 @@ def test_every_model_reaches_metrics(finished_run):
 @pytest.mark.slow
 def test_the_report_holds_every_trained_models_cost(finished_run):
     cost = pd.read_csv(finished_run / "data" / "08_reporting" / "training_cost.csv")
-    trained = set(TRAINED_MODELS) - {"dmpo_few_shot"} | {"sft_u2", "dmpo_u2"}
+    trained = set(TRAINED_MODELS) - TABLES_OF_MODELS | {"sft_u2", "dmpo_u2", *TRANSFERRED}
     assert set(cost["model"]) == trained and set(cost["dataset"]) == {DATASET}
     assert (cost["trainable_parameters"] > 0).all() and (cost["minutes"] > 0).all() and (cost["peak_rss_mb"] > 100).all()
     report = (finished_run / "data" / "08_reporting" / "metrics.md").read_text().split(f"## {DATASET}: training cost")[1]
@@ -67,7 +70,7 @@ def test_the_mlflow_store_holds_one_nested_run_per_trained_model(finished_run):
     parents = [run for run in runs if "model" not in run.data.tags]
     assert len(parents) == 1 and parents[0].info.run_name == "full"
     models = sorted(run.data.tags["model"] for run in runs if run not in parents)
-    assert models == sorted(set(TRAINED_MODELS) - {"dmpo_few_shot"} | {"sft_u2", "dmpo_u2"})
+    assert models == sorted(set(TRAINED_MODELS) - TABLES_OF_MODELS | {"sft_u2", "dmpo_u2", *TRANSFERRED})
     assert all(run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for run in runs if run not in parents)
     assert all("loss" in run.data.metrics and "train_minutes" in run.data.metrics for run in runs if run not in parents)
 

@@ -58,6 +58,8 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("backbone.gguf_file", "model.gguf", r"backbone\.gguf_file needs backbone\.path"),
         ("evaluation.n_negatives", 5000, r"evaluation\.n_negatives=5000 distinct negatives .* at most 3883 items"),
         ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
+        ("dmpo.train_dataset", {"format": "movielens", "name": "ml-100k"}, r"dmpo\.train_dataset is for dmpo_transfer"),
+        ("dmpo_transfer.few_shot_users", [64], r"dmpo_transfer\.few_shot_users must be \[\]"),
     ],
 )
 def test_bad_configuration_is_refused_naming_the_key(key, value, message, tmp_path):

@@ -124,7 +124,8 @@ class MlflowTrackingHook:
             return
         logs = {name: log for name, log in outputs.items()
                 if name.endswith("_training_log") and isinstance(log, pd.DataFrame) and not log.empty}
-        if not logs:
+        # A node that takes training logs in (dmpo_transfer's collect_training_log) passes them on; it trains nothing.
+        if not logs or any(name.endswith("_training_log") for name in inputs):
             return
         params = _flat({name.removeprefix("params:"): value for name, value in inputs.items() if name.startswith("params:")})
         artifacts = {name: path for name in outputs if name not in logs and (path := _artifact_path(catalog, name))}

@@ -254,7 +254,7 @@ class DMPOParams(Strict):
     beta: float = Field(1.0, gt=0)
     sft_weight: float = Field(0.0, ge=0)  # weight of the positive's SFT loss added to the preference loss
     length_normalize: bool = True  # rank candidates by title log-likelihood per token
-    train_dataset: DatasetParams | None = None  # cross-domain: train on this data set instead; None = in-domain
+    train_dataset: DatasetParams | None = None  # set in dmpo_transfer only: the data set trained on
     seed: int = 42  # order of the training users and the negatives
     lora: LoraParams = LoraParams()
     sft: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
@@ -265,6 +265,19 @@ class DMPOParams(Strict):
         if any(n < 1 for n in sizes):
             raise ValueError("dmpo.few_shot_users must be positive user counts, e.g. [64, 256, 1024]")
         return sorted(set(sizes))
+
+
+class DMPOTransferParams(DMPOParams):
+    """Cross-domain DMPO (``dmpo_transfer.*``): ``dmpo``'s models trained on ``train_dataset`` and
+    evaluated on ``dataset``, reported beside the in-domain ones as ``<model>_from_<train data set>``."""
+
+    train_dataset: DatasetParams
+
+    @field_validator("few_shot_users")
+    def _no_sweep(cls, sizes: list[int]) -> list[int]:
+        if sizes:
+            raise ValueError("dmpo_transfer.few_shot_users must be []: the few-shot sweep is dmpo's (in-domain)")
+        return sizes
 
 
 class LaserMFormerParams(Strict):
@@ -449,10 +462,14 @@ class ProjectParams(Strict):
     fusion: FusionParams = FusionParams()
     trsr: TRSRParams = TRSRParams()
     dmpo: DMPOParams = DMPOParams()
+    dmpo_transfer: DMPOTransferParams = DMPOTransferParams(train_dataset=DatasetParams(name="ml-100k"))
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ProjectParams":
+        if self.dmpo.train_dataset is not None:
+            raise ValueError("dmpo.train_dataset is for dmpo_transfer: set dmpo_transfer.train_dataset, whose models "
+                             "are reported beside the in-domain ones")
         items = catalogue_size_bound(self.dataset)
         if items is not None:
             for name, value in (("evaluation.n_negatives", self.evaluation.n_negatives), ("dmpo.negatives", self.dmpo.negatives)):

@@ -1,6 +1,6 @@
 """The ``dmpo`` variant of the bituning stage: training examples, the SFT -> DMPO / S-DPO chain with
 cached reference log-probs and the few-shot sweep end to end on real Amazon users, and cross-domain
-training on MovieLens through configuration alone."""
+training on MovieLens (the ``dmpo_transfer`` namespace) through configuration alone."""
 
 import json
 
@@ -14,7 +14,7 @@ from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.datasets import PeftAdapterDataset
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.models.llm_recommender import adapter_fingerprint
-from llm_seqrec.pipelines.bituning.dmpo import EXAMPLE_COLUMNS, make_training_examples
+from llm_seqrec.pipelines.bituning.dmpo import EXAMPLE_COLUMNS, collect_models, make_training_examples
 
 SAMPLE = 4
 PARAMS = {"evaluation": {"llm_user_sample": SAMPLE}, "backbone": {"max_item_chars": 40}}
@@ -66,6 +66,16 @@ def test_cross_domain_examples_come_from_the_configured_data_set():
     assert len(examples) == 5 and set(examples["domain"]) == {"ml-100k"}
     assert examples["summary"].isna().all()  # the summary cache belongs to the evaluated data set
     assert items["title"].str.contains(r"\(\d{4}\)").any()  # MovieLens titles carry the year
+    with pytest.raises(ValueError, match="dmpo_transfer.train_dataset names the evaluated data set 'ml-100k'"):
+        make_training_examples(sequences, catalog, summaries, dmpo, {"format": "movielens", "name": "ml-100k"}, {}, {})
+
+
+def test_the_transfer_models_are_collected_into_one_table():
+    scores = [pd.DataFrame({"model": [f"{m}_from_ml-100k"] * 2, "score": [0.1, 0.2]}) for m in ("sft", "dmpo", "sdpo")]
+    logs = [pd.DataFrame({"model": [f"{m}_from_ml-100k"], "epoch": [1]}) for m in ("sft", "dmpo", "sdpo")]
+    table, log = collect_models(*scores), collect_models(*logs)
+    assert table["model"].tolist() == ["sft_from_ml-100k"] * 2 + ["dmpo_from_ml-100k"] * 2 + ["sdpo_from_ml-100k"] * 2
+    assert log["model"].tolist() == ["sft_from_ml-100k", "dmpo_from_ml-100k", "sdpo_from_ml-100k"]
 
 
 @pytest.mark.slow
@@ -138,10 +148,10 @@ def test_cross_domain_training_through_configuration_alone(kedro_project, amazon
     pd.DataFrame(columns=["user_idx", "cutoff", "method", "summary", "key"]).astype({"user_idx": "int64"}).to_parquet(
         summaries_path(kedro_project)
     )
-    cross = {**params, "dmpo": {"train_dataset": {"format": "movielens", "name": "ml-100k"}, "few_shot_users": []}}
-    run_kedro(kedro_project, ["bituning"], cross, node_names=["dmpo.make_training_examples", "dmpo.train_sft", "dmpo.score_sft"])
-    scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", "sft_scores.parquet"))
+    nodes = [f"dmpo_transfer.{name}" for name in ("make_training_examples", "train_sft", "score_sft")]
+    run_kedro(kedro_project, ["bituning"], params, node_names=nodes)  # conf/quick: trained on MovieLens-100K
+    scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", "dmpo_transfer.sft_scores.parquet"))
     assert set(scores["model"]) == {"sft_from_ml-100k"} and len(scores) == 2 * SAMPLE
-    folder = sorted((layer_path(kedro_project, "06_models", "dmpo") / "sft_adapter").iterdir())[-1] / "sft_adapter"
+    folder = sorted((layer_path(kedro_project, "06_models", "dmpo_transfer") / "sft_adapter").iterdir())[-1] / "sft_adapter"
     config = json.loads((folder / "recommender.json").read_text())
     assert config["meta"]["domain"] == "ml-100k" and config["prompt"]["use_summary"] is False

@@ -3,8 +3,8 @@
 
 1. ``make_training_examples``: the ``train`` cutoff of seeded training users (summarised users first,
    so smaller sets are prefixes of larger ones), each with k negatives sampled once from items outside
-   the user's training items. ``dmpo.train_dataset`` switches training to another data set
-   (cross-domain); its users have no summaries, so then no prompt shows one.
+   the user's training items. In ``dmpo_transfer`` they come from ``train_dataset`` (cross-domain),
+   whose users have no summaries, so then no prompt shows one.
 2. ``train_sft``: supervised fine-tuning on the positive titles → model ``sft``.
 3. ``compute_reference_logprobs``: πref is the SFT adapter. Its summed answer log-probabilities of
    every example's positive and negatives are computed once, in eval mode, and persisted with the
@@ -53,6 +53,7 @@ from llm_seqrec.models.llm_recommender import (
     validation_rows,
 )
 from llm_seqrec.params import BackboneParams, DatasetParams, DMPOParams, EvaluationParams
+from llm_seqrec.pipelines import TRANSFER
 from llm_seqrec.pipelines.bituning.trsr import score_adapter
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
 from llm_seqrec.training import seed_everything, training_log
@@ -80,6 +81,9 @@ def make_training_examples(
         if params.use_summary:
             summaries = {u: s for (u, cutoff), s in summaries_by_cutoff(user_summaries).items() if cutoff == "train"}
     else:
+        if params.train_dataset.name == domain:
+            raise ValueError(f"dmpo_transfer.train_dataset names the evaluated data set {domain!r}: "
+                             "cross-domain training needs another one")
         interactions, catalog, _ = prepare_interactions(params.train_dataset.model_dump(), data_processing, evaluation)
         sequences, domain = split_leave_one_out(interactions), params.train_dataset.name
     n_users = max([params.train_users, *params.few_shot_users])
@@ -281,14 +285,29 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
     return pd.concat(scores, ignore_index=True), pd.concat(logs, ignore_index=True)
 
 
+def collect_models(*tables: pd.DataFrame) -> pd.DataFrame:
+    """One table of several models' score tables, or of their training logs (each has a ``model`` column):
+    ``dmpo_transfer_scores`` and ``dmpo_transfer_training_log`` (``sft_from_ml-1m``, ``dmpo_from_ml-1m``, ...)."""
+    return pd.concat(tables, ignore_index=True)
+
+
 def create_variant_pipeline() -> Pipeline:
+    """The ``dmpo`` namespace (in-domain, with the few-shot sweep) and ``dmpo_transfer`` (the same
+    models trained on ``dmpo_transfer.train_dataset``; left out of the default run, tag ``transfer``)."""
+    return _models_pipeline("dmpo") + _models_pipeline("dmpo_transfer").tag(TRANSFER)
+
+
+def _models_pipeline(section: str) -> Pipeline:
+    """SFT, DMPO and S-DPO (and, in-domain, the few-shot sweep) under the parameters ``section``, in the
+    namespace of that name."""
+    transfer = section != "dmpo"
     tables = ["user_sequences", "item_catalog", "user_summaries", "eval_candidates"]
     examples = ["training_examples", "training_items"]
-    params = ["params:dmpo", "params:evaluation", "params:backbone", "params:dataset"]
+    params = [f"params:{section}", "params:evaluation", "params:backbone", "params:dataset"]
     nodes = [
         Node(
             make_training_examples,
-            ["user_sequences", "item_catalog", "user_summaries", "params:dmpo", "params:dataset",
+            ["user_sequences", "item_catalog", "user_summaries", f"params:{section}", "params:dataset",
              "params:data_processing", "params:evaluation"],
             examples,
             name="make_training_examples",
@@ -296,15 +315,9 @@ def create_variant_pipeline() -> Pipeline:
         Node(train_sft, [*examples, *tables, *params], ["sft_adapter", "sft_training_log"], name="train_sft"),
         Node(
             compute_reference_logprobs,
-            ["sft_adapter", *examples, "params:dmpo", "params:backbone"],
+            ["sft_adapter", *examples, f"params:{section}", "params:backbone"],
             "reference_logprobs",
             name="compute_reference_logprobs",
-        ),
-        Node(
-            few_shot_sweep,
-            [*examples, *tables, *params],
-            ["dmpo_few_shot_scores", "dmpo_few_shot_training_log"],
-            name="few_shot_sweep",
         ),
         Node(
             score_dmpo,
@@ -328,10 +341,26 @@ def create_variant_pipeline() -> Pipeline:
                 name=f"score_{loss}",
             ),
         ]
+    models = ("sft", "dmpo", "sdpo")
+    if transfer:
+        nodes += [
+            Node(collect_models, [f"{m}_{kind}" for m in models], f"{section}_{kind}", name=f"collect_{kind}")
+            for kind in ("scores", "training_log")
+        ]
+        outputs = {f"{section}_scores", f"{section}_training_log"}
+    else:
+        nodes.append(Node(
+            few_shot_sweep,
+            [*examples, *tables, *params],
+            ["dmpo_few_shot_scores", "dmpo_few_shot_training_log"],
+            name="few_shot_sweep",
+        ))
+        outputs = {f"{model}_{kind}" for model in (*models, "dmpo_few_shot") for kind in ("scores", "training_log")}
     return Pipeline(
         nodes,
-        namespace="dmpo",
+        namespace=section,
         inputs=set(tables),
-        outputs={f"{model}_{kind}" for model in ("sft", "dmpo", "sdpo", "dmpo_few_shot") for kind in ("scores", "training_log")},
-        parameters={"params:dmpo", "params:evaluation", "params:backbone", "params:dataset", "params:data_processing"},
+        outputs=outputs,
+        parameters={f"params:{section}", "params:evaluation", "params:backbone", "params:dataset",
+                    "params:data_processing"},
     )

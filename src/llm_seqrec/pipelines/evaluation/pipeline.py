@@ -31,6 +31,7 @@ SCORED_MODELS = (
     "dmpo",
     "sdpo",
     "dmpo_few_shot",  # one table, a `model` column per few-shot budget (dmpo_u64, ...)
+    "dmpo_transfer",  # one table: sft, dmpo and sdpo trained on another data set (dmpo_from_ml-1m, ...)
 )
 UNTRAINED = ("pop", "llm_zeroshot")
 # Every trained model writes ``<model>_training_log``: the training-cost table reads them all.
