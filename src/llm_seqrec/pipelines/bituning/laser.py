@@ -36,6 +36,7 @@ import torch
 from kedro.pipeline import Node, Pipeline, pipeline
 
 from llm_seqrec.data.leakage import check_inputs_precede_targets
+from llm_seqrec.data.negatives import interacted_pairs
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.protocol import full_ranking_rows, llm_user_sample, sampled_rows
@@ -200,46 +201,26 @@ def create_variant_pipeline(family: str = "laser") -> Pipeline:
     """The nodes of a Bi-Tuning family (``laser``, or ``fusion``: see ``fusion.py``) in its namespace."""
     models = BITUNING_FAMILIES[family].models()
     parameters = (f"params:{family}", "params:evaluation", "params:backbone")
-    nodes = []
-    for name in models:
-        tags = {ABLATION} if name != family else set()
-        nodes += [
-            Node(
-                _for_model(train_laser, name, family),
-                ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
-                 *parameters],
-                [f"{name}_adapter", f"{name}_training_log"],
-                name=f"train_{name}",
-                tags=tags,
-            ),
-            Node(
-                _for_model(score_laser, name, family),
-                [f"{name}_adapter", "user_sequences", "item_catalog", "eval_candidates", "sasrec_model",
-                 "user_summaries", "aligned_item_embeddings", *parameters],
-                f"{name}_scores",
-                name=f"score_{name}",
-                tags=tags,
-            ),
+    training_inputs = ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
+                       *parameters]
+    scoring_inputs = ["user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries",
+                      "aligned_item_embeddings", *parameters]
+
+    def model_nodes(name: str, step: str, train, inputs: list[str], tags: set[str]) -> list[Node]:
+        """Node ``<step>_<name>`` trains model ``name`` with ``train``; ``score_<name>`` scores it."""
+        return [
+            Node(_for_model(train, name, family), inputs, [f"{name}_adapter", f"{name}_training_log"],
+                 name=f"{step}_{name}", tags=tags),
+            Node(_for_model(score_laser, name, family), [f"{name}_adapter", *scoring_inputs], f"{name}_scores",
+                 name=f"score_{name}", tags=tags),
         ]
+
+    nodes = [node for name in models
+             for node in model_nodes(name, "train", train_laser, training_inputs, {ABLATION} if name != family else set())]
     tuned = BITUNING_FAMILIES[family].PREFERENCE_MODEL
     if tuned is not None:
         models = (*models, tuned)
-        nodes += [
-            Node(
-                _for_model(preference_tune, tuned, family),
-                [f"{family}_adapter", "user_sequences", "item_catalog", "sasrec_model", "user_summaries",
-                 "aligned_item_embeddings", *parameters],
-                [f"{tuned}_adapter", f"{tuned}_training_log"],
-                name=f"preference_tune_{tuned}",
-            ),
-            Node(
-                _for_model(score_laser, tuned, family),
-                [f"{tuned}_adapter", "user_sequences", "item_catalog", "eval_candidates", "sasrec_model",
-                 "user_summaries", "aligned_item_embeddings", *parameters],
-                f"{tuned}_scores",
-                name=f"score_{tuned}",
-            ),
-        ]
+        nodes += model_nodes(tuned, "preference_tune", preference_tune, [f"{family}_adapter", *training_inputs], set())
     # Catalog names stay as they are (``laser_adapter``, ``laser_scores``, ...): the evaluation
     # stage reads ``<model>_scores``; the namespace groups the nodes in kedro-viz.
     outputs = {f"{name}_{kind}" for name in models for kind in ("adapter", "scores", "training_log")}
@@ -451,13 +432,12 @@ def preference_candidates(examples: UserSet, n_items: int, k: int, seed: int) ->
     """``[N, 1 + k]``: each example's target, then ``k`` distinct items its user never interacted with
     (training items and both held-out targets excluded), seeded."""
     generator = torch.Generator().manual_seed(seed)
-    frame = examples.frame
-    rows = []
-    for target, train_items, valid_target, test_target in zip(
-        examples.targets, frame["train_items"], frame["valid_target"], frame["test_target"], strict=True
-    ):
-        touched = {*map(int, train_items), int(valid_target), int(test_target)}
-        rows.append([target, *sample_negatives(n_items, touched, k, generator)])
+    users, items = interacted_pairs(examples.frame)
+    touched = pd.Series(items).groupby(users).agg(set)
+    rows = [
+        [target, *sample_negatives(n_items, touched[int(user)], k, generator)]
+        for target, user in zip(examples.targets, examples.frame["user_idx"], strict=True)
+    ]
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), 1 + k)
 
 
