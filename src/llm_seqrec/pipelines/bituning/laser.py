@@ -381,7 +381,7 @@ def fit_stages(
             net,
             lambda model, batch: model.loss(**batch),
             make_batches,
-            _validator(valid, params, exclude_seen),
+            _validator(valid, params, exclude_seen, training.progress),
             training.model_copy(update={"epochs": epochs}),
             f"{name}_stage{stage}",
             {**run_config, "stage": stage, "start": start},
@@ -424,7 +424,7 @@ def fit_preference(
         "data": _digest(examples.prompts, examples.histories, candidates.tolist(), valid.prompts, valid.targets),
         "start": _fingerprint(net.state_dict()),
     }
-    result = fit(net, loss, make_batches, _validator(valid, params, exclude_seen), training, f"{name}_preference", run_config)
+    result = fit(net, loss, make_batches, _validator(valid, params, exclude_seen, training.progress), training, f"{name}_preference", run_config)
     return training_log(name, result.history, 3)
 
 
@@ -471,12 +471,12 @@ def _epoch_batches(
     return make_batches
 
 
-def _validator(valid: UserSet, params: LaserModelParams, exclude_seen: bool):
+def _validator(valid: UserSet, params: LaserModelParams, exclude_seen: bool, progress: bool):
     """``validate`` for the shared loop: full-ranking NDCG@10 of the validation users."""
 
     def validate(model: BiTuning) -> float:
-        model.refresh_items(params.item_batch_size, progress=params.training.progress)
-        scores = model.score_users(valid.prompts, valid.histories, params.score_batch_size, progress=params.training.progress)
+        model.refresh_items(params.item_batch_size, progress=progress)
+        scores = model.score_users(valid.prompts, valid.histories, params.score_batch_size, progress=progress)
         ranks = _full_rows(scores, valid.frame, "valid", exclude_seen)["rank"].to_numpy()
         return metrics_from_ranks(ranks, [10], "full")["ndcg@10"]
 
