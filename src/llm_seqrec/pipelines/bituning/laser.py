@@ -424,7 +424,8 @@ def fit_preference(
         "data": _digest(examples.prompts, examples.histories, candidates.tolist(), valid.prompts, valid.targets),
         "start": _fingerprint(net.state_dict()),
     }
-    result = fit(net, loss, make_batches, _validator(valid, params, exclude_seen, training.progress), training, f"{name}_preference", run_config)
+    validate = _validator(valid, params, exclude_seen, training.progress)
+    result = fit(net, loss, make_batches, validate, training, f"{name}_preference", run_config)
     return training_log(name, result.history, 3)
 
 
