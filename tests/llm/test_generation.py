@@ -50,3 +50,28 @@ def test_settings_identity_holds_what_changes_the_text():
     assert greedy.identity() != GenerationSettings(max_new_tokens=32, no_repeat_ngram_size=3).identity()
     sampled = GenerationSettings(do_sample=True, temperature=0.7)
     assert sampled.identity()["temperature"] == 0.7 and "batch_size" not in sampled.identity()
+
+
+@pytest.mark.parametrize("no_repeat_ngram_size", [0, 3])
+def test_rows_leaving_the_batch_keep_model_generate_outputs(backbone, no_repeat_ngram_size):
+    # Rows stop at different steps ("Hi" within a few tokens, the summaries run to the cap), so the
+    # pruned batch and its KV cache must still give every row what transformers' generate gives.
+    import torch
+
+    prompts = [chat_prompt(backbone, m) for m in MESSAGES]
+    settings = GenerationSettings(max_new_tokens=40, batch_size=len(prompts), no_repeat_ngram_size=no_repeat_ngram_size)
+    ours = generate(backbone, prompts, settings)
+    tokenizer = backbone.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    with torch.inference_mode():
+        output = backbone.model.generate(
+            **batch, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+    reference = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert [g.text for g in ours] == [r.strip() for r in reference]
+    assert len({g.tokens_out for g in ours}) > 1  # the rows did stop at different steps

@@ -1,7 +1,9 @@
 """Batched text generation with the KV cache.
 
 Prompts are sorted by token length and cut into batches, so a batch pads little; padding goes on the
-left, so every row's last position is a real token and new tokens append in step across the batch.
+left, so every row's last position is a real token and new tokens append in step across the batch. A row
+leaves the batch, its KV cache rows with it, as soon as it stops: summaries' lengths vary several-fold,
+and ``model.generate`` would go on computing finished rows until the longest one ends.
 Greedy decoding by default: a summary is then a function of its prompt, which the summary cache
 relies on (its keys hash the generation settings, not the outputs).
 """
@@ -12,6 +14,12 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from llm_seqrec.llm.backbone import Backbone
 
@@ -19,7 +27,7 @@ from llm_seqrec.llm.backbone import Backbone
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 96
-    batch_size: int = 16
+    batch_size: int = 32
     do_sample: bool = False
     no_repeat_ngram_size: int = 0  # > 0: no n-gram twice in a row's text (prompt included); 0 = off
     temperature: float = 1.0
@@ -60,10 +68,6 @@ def generate(
     if model.generation_config.eos_token_id is not None:
         eos = model.generation_config.eos_token_id
         stop_ids.update(eos if isinstance(eos, list) else [eos])
-    sampling = {"do_sample": False}
-    if settings.do_sample:
-        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
-
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), settings.batch_size):
@@ -77,22 +81,58 @@ def generate(
             attention_mask[r, width - n :] = 1
         began = time.perf_counter()
         with torch.inference_mode():
-            output = model.generate(
-                input_ids=input_ids.to(backbone.device),
-                attention_mask=attention_mask.to(backbone.device),
-                max_new_tokens=settings.max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=sorted(stop_ids),
-                no_repeat_ngram_size=settings.no_repeat_ngram_size,
-                **sampling,
-            )
+            output = decode(model, input_ids.to(backbone.device), attention_mask.to(backbone.device), settings, stop_ids)
         seconds = (time.perf_counter() - began) / len(rows)
         for r, i in enumerate(rows):
-            new = output[r, width:].tolist()
+            new = output[r]
             n_out = next((k for k, t in enumerate(new) if t in stop_ids), len(new))
             text = tokenizer.decode(new[:n_out], skip_special_tokens=True).strip()
             results[i] = Generation(text=text, tokens_in=len(encoded[i]), tokens_out=n_out, seconds=seconds)
     return results
+
+
+def decode(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    settings: GenerationSettings,
+    stop_ids: set[int],
+) -> list[list[int]]:
+    """The new tokens of each left-padded row, up to and including its first stop token (at most
+    ``settings.max_new_tokens``), with ``model.generate``'s decoding: greedy or top-p sampling, and the
+    n-gram ban over the row's whole text. Finished rows leave the batch and the KV cache."""
+    processors = LogitsProcessorList()
+    if settings.no_repeat_ngram_size > 0:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    if settings.do_sample:
+        processors.extend([TemperatureLogitsWarper(settings.temperature), TopPLogitsWarper(settings.top_p)])
+    stops = torch.tensor(sorted(stop_ids), device=input_ids.device)
+    new: list[list[int]] = [[] for _ in range(len(input_ids))]
+    rows = torch.arange(len(input_ids), device=input_ids.device)  # the rows of ``new`` still generating
+    text, mask = input_ids, attention_mask
+    step, positions, cache = input_ids, (attention_mask.cumsum(-1) - 1).clamp(min=0), None
+    for _ in range(settings.max_new_tokens):
+        out = model(
+            input_ids=step, attention_mask=mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        scores = processors(text, out.logits[:, -1, :].float())
+        tokens = torch.multinomial(scores.softmax(-1), 1).squeeze(1) if settings.do_sample else scores.argmax(-1)
+        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+            new[row].append(token)
+        going = ~torch.isin(tokens, stops)
+        if not going.all():
+            if not going.any():
+                break
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, tokens, text, mask, positions = rows[keep], tokens[keep], text[keep], mask[keep], positions[keep]
+        text = torch.cat([text, tokens[:, None]], dim=1)
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        step = tokens[:, None]
+    return new
 
 
 def generate_chat(
