@@ -168,7 +168,7 @@ class SummaryGenerationParams(Strict):
     """Decoding for summaries (``summarization.generation``); greedy unless ``do_sample``."""
 
     max_new_tokens: int = Field(96, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1)
     do_sample: bool = False
     # SmolLM2-135M's greedy summaries loop ("a variety of products, including a variety of ...");
     # banning repeated 3-grams keeps them on the items and stays deterministic.
