@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.generation import GenerationSettings, chat_prompt, generate, generate_chat
@@ -54,10 +55,8 @@ def test_settings_identity_holds_what_changes_the_text():
 
 @pytest.mark.parametrize("no_repeat_ngram_size", [0, 3])
 def test_rows_leaving_the_batch_keep_model_generate_outputs(backbone, no_repeat_ngram_size):
-    # Rows stop at different steps ("Hi" within a few tokens, the summaries run to the cap), so the
-    # pruned batch and its KV cache must still give every row what transformers' generate gives.
-    import torch
-
+    # Rows stop at different steps ("Hi" within a few tokens, the summarising prompts run to the cap), so
+    # the pruned batch and its KV cache must still give every row what transformers' generate gives.
     prompts = [chat_prompt(backbone, m) for m in MESSAGES]
     settings = GenerationSettings(max_new_tokens=40, batch_size=len(prompts), no_repeat_ngram_size=no_repeat_ngram_size)
     ours = generate(backbone, prompts, settings)
@@ -75,3 +74,13 @@ def test_rows_leaving_the_batch_keep_model_generate_outputs(backbone, no_repeat_
     reference = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert [g.text for g in ours] == [r.strip() for r in reference]
     assert len({g.tokens_out for g in ours}) > 1  # the rows did stop at different steps
+
+
+def test_sampling_with_a_vanishing_top_p_is_greedy(backbone):
+    # Top-p keeps only the most likely token as p goes to 0, so sampling must then pick what greedy picks,
+    # row by row, while rows leave the batch.
+    prompts = [chat_prompt(backbone, m) for m in MESSAGES]
+    greedy = GenerationSettings(max_new_tokens=24, batch_size=len(prompts))
+    sampled = dataclasses.replace(greedy, do_sample=True, temperature=0.7, top_p=1e-6)
+    torch.manual_seed(0)
+    assert [g.text for g in generate(backbone, prompts, sampled)] == [g.text for g in generate(backbone, prompts, greedy)]
