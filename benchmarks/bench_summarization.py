@@ -112,13 +112,13 @@ def main() -> None:
     began = time.perf_counter()
     reference = transformers_generate(backbone, prompts, settings)
     reference_s = time.perf_counter() - began
-    prefill = dataclasses.replace(settings, max_new_tokens=1)
     began = time.perf_counter()
-    generate(backbone, prompts, prefill)
+    generate(backbone, prompts, dataclasses.replace(settings, max_new_tokens=1))
     batched_prefill_s = time.perf_counter() - began
+    one_prefill = dataclasses.replace(one, max_new_tokens=1)
     began = time.perf_counter()
     for p in prompts:
-        generate(backbone, [p], dataclasses.replace(prefill, batch_size=1))
+        generate(backbone, [p], one_prefill)
     single_prefill_s = time.perf_counter() - began
     new_tokens = sum(g.tokens_out for g in batched)
     prompt_tokens = sum(g.tokens_in for g in batched)
