@@ -2,7 +2,7 @@
 
     python benchmarks/bench_dmpo.py                      # the shared Amazon Scientific set, 16 users
     python benchmarks/bench_dmpo.py --users 64 --negatives 3 --max-item-chars 60
-    python benchmarks/bench_dmpo.py --primary data/03_primary
+    python benchmarks/bench_dmpo.py --primary data/03_primary/amazon-scientific
 
 One epoch of ``fit_preference`` over the users' training examples (policy forward + backward over the
 prompt and its 1 + k titles, the reference read from the cache) is timed against

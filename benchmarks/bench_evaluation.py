@@ -2,9 +2,9 @@
 
     python benchmarks/bench_evaluation.py                      # synthetic ML-1M-sized histories, SASRec scorer
     python benchmarks/bench_evaluation.py --scorer dot --users 2000
-    python benchmarks/bench_evaluation.py --primary data/03_primary --model data/06_models/sasrec/<version>/sasrec
+    python benchmarks/bench_evaluation.py --primary data/03_primary/ml-1m --model data/06_models/ml-1m/sasrec/<version>/sasrec
 
-The scorer is SASRec (the ``sasrec`` section of conf/base; untrained unless ``--model`` names a saved
+The scorer is SASRec (the default run's ``sasrec`` parameters; untrained unless ``--model`` names a saved
 one: ranking cost does not depend on the weights) or ``dot`` (a fixed user x item dot product, which
 leaves only the protocol's own cost: exclusion, target rank, top items). Both splits are ranked.
 """
@@ -24,8 +24,7 @@ from omegaconf import OmegaConf
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, full_ranking_rows, metrics_table
 from llm_seqrec.models import SASRec, SASRecConfig, left_pad
-
-REPO = Path(__file__).resolve().parents[1]
+from project import parameters  # benchmarks/ is the script's folder
 
 
 def synthetic_sequences(n_users: int, n_items: int, mean_length: float, seed: int) -> pd.DataFrame:
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.model is not None:
         score_fn = sasrec_scorer(SASRec.from_artifact(TorchWeightsDataset(filepath=str(args.model)).load()).eval())
     else:
-        conf = OmegaConf.load(REPO / "conf/base/parameters_id_pretraining.yml").sasrec
+        conf = OmegaConf.create(parameters()["sasrec"])
         config = SASRecConfig(n_items=n_items, max_len=conf.max_len, hidden_size=conf.hidden_size,
                               num_blocks=conf.num_blocks, num_heads=conf.num_heads, dropout=conf.dropout)
         score_fn = sasrec_scorer(SASRec(config).eval())

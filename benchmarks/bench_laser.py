@@ -1,10 +1,10 @@
 """Laser Bi-Tuning speed: training tokens/s against a plain LLM training step, and inference users/s.
 
     python benchmarks/bench_laser.py                          # the shared Amazon Scientific set
-    python benchmarks/bench_laser.py --primary data/03_primary --users 64 --steps 4
+    python benchmarks/bench_laser.py --primary data/03_primary/amazon-scientific --users 64 --steps 4
     python benchmarks/bench_laser.py --items 1000 --set prefix=false mformer.n_experts=1
 
-Model settings are ``laser`` from conf/base/parameters_bituning.yml (``--set`` overrides them, dotted
+Model settings are the default run's ``laser`` parameters (``--set`` overrides them, dotted
 below ``laser``). The backbone is the project default in the dtype the machine computes fastest; the
 frozen ID model is a randomly initialised SASRec of the configured size (speed does not depend on its
 weights). Measured, on one batch of real users (length-bucketed, as in training):
@@ -34,8 +34,8 @@ from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, P
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 from llm_seqrec.params import LaserParams
+from project import REPO, parameters  # benchmarks/ is the script's folder
 
-REPO = Path(__file__).resolve().parents[1]
 AMAZON = REPO.parent / "shared" / "datasets" / "amazon-scientific"
 
 
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides below laser, e.g. prefix=false")
     args = parser.parse_args(argv)
 
-    conf = OmegaConf.load(REPO / "conf/base/parameters_bituning.yml").laser
-    laser = OmegaConf.to_container(OmegaConf.merge(conf, OmegaConf.from_dotlist(args.set)))
+    conf = parameters()
+    laser = OmegaConf.to_container(OmegaConf.merge(conf["laser"], OmegaConf.from_dotlist(args.set)))
     params = LaserParams.model_validate(laser).model("laser")
-    id_conf = OmegaConf.load(REPO / "conf/base/parameters_id_pretraining.yml").sasrec
+    id_conf = OmegaConf.create(conf["sasrec"])
 
     titles, histories = load_tables(args.primary, args.items)
     llm = load_backbone()

@@ -26,11 +26,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from llm_seqrec.pipelines import STAGES, stage_pipelines
+from project import copy_project  # benchmarks/ is the script's folder
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
-LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
-          "07_model_output", "08_reporting"]
 # A plain one-line log format, so node starts and ends can be read from the stream.
 LOGGING = """version: 1
 disable_existing_loggers: false
@@ -50,19 +48,9 @@ def stage_of_nodes() -> dict[str, str]:
 
 def run(env: str, pipelines: str, workdir: Path) -> tuple[float, dict[str, float], int, str]:
     """`kedro run` in a fresh project copy; total seconds, seconds per node, exit code, output tail."""
-    project = workdir / env
-    project.mkdir(parents=True)
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    (project / "src").mkdir()
-    for layer in LAYERS:
-        (project / "data" / layer).mkdir(parents=True)
+    project = copy_project(workdir / env)
     logging_yml = workdir / "logging.yml"
     logging_yml.write_text(LOGGING)
-    # The shared Amazon set is addressed as ../shared from the project root.
-    if (REPO.parent / "shared").exists() and not (project.parent / "shared").exists():
-        (project.parent / "shared").symlink_to(REPO.parent / "shared")
 
     command = [str(Path(sys.executable).with_name("kedro")), "run", f"--env={env}", f"--pipelines={pipelines}"]
     environment = {**os.environ, "KEDRO_LOGGING_CONFIG": str(logging_yml), "KEDRO_DISABLE_TELEMETRY": "true"}

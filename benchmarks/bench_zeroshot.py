@@ -2,7 +2,7 @@
 
     python benchmarks/bench_zeroshot.py                       # 4 ML-1M users, validation split
     python benchmarks/bench_zeroshot.py --users 20 --dataset ml-100k
-    python benchmarks/bench_zeroshot.py --primary data/03_primary --model-input data/05_model_input
+    python benchmarks/bench_zeroshot.py --primary data/03_primary/ml-1m --model-input data/05_model_input/ml-1m
 
 Both ways score the same users' ``eval_candidates`` (1 target + 20 negatives) with the frozen
 backbone and compute vocabulary logits only where they are used; they differ only in whether the
@@ -15,10 +15,7 @@ and the largest difference between the two scores (they must agree).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,37 +28,7 @@ from llm_seqrec.evaluation.protocol import llm_user_sample
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import chat_prompt_ids, item_titles, recent_items_message, text_ids
 from llm_seqrec.llm.scoring import score_continuations
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def processed_tables(dataset: str, max_users: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """data_processing for a seeded sample of ``max_users`` users, in a throwaway project copy."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-        shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-        (project / "conf" / "local").mkdir(exist_ok=True)
-        (project / "src").mkdir()
-        bootstrap_project(project)
-        cwd = os.getcwd()
-        os.chdir(project)  # the catalog's data/ paths are relative to the working directory
-        try:
-            runtime = {"dataset": {"format": "movielens", "name": dataset}, "data_processing": {"max_users": max_users}}
-            with KedroSession.create(project_path=project, runtime_params=runtime) as session:
-                session.run(pipeline_names=["data_processing"])
-            data = project / "data"
-            return (
-                pd.read_parquet(data / "03_primary" / "user_sequences.parquet"),
-                pd.read_parquet(data / "03_primary" / "item_catalog.parquet"),
-                pd.read_parquet(data / "05_model_input" / "eval_candidates.parquet"),
-            )
-        finally:
-            os.chdir(cwd)
+from project import parameters, processed_tables  # benchmarks/ is the script's folder
 
 
 def one_prompt_per_candidate(model, prompt: list[int], continuations: list[list[int]]) -> tuple[torch.Tensor, int]:
@@ -92,14 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
     args = parser.parse_args(argv)
 
-    evaluation = OmegaConf.load(REPO / "conf/base/parameters_evaluation.yml").evaluation
-    backbone_conf = OmegaConf.load(REPO / "conf/base/parameters.yml").backbone
+    conf = OmegaConf.create(parameters())
+    evaluation, backbone_conf = conf.evaluation, conf.backbone
     if args.primary is not None:
         sequences = pd.read_parquet(args.primary / "user_sequences.parquet")
         catalog = pd.read_parquet(args.primary / "item_catalog.parquet")
         candidates = pd.read_parquet((args.model_input or args.primary) / "eval_candidates.parquet")
     else:
-        sequences, catalog, candidates = processed_tables(args.dataset, max(50, args.users))
+        tables = processed_tables(args.dataset, max_users=max(50, args.users))
+        sequences, catalog, candidates = tables["user_sequences"], tables["item_catalog"], tables["eval_candidates"]
     users = llm_user_sample(sequences, args.users, evaluation.seed)
     rows = candidates[(candidates["split"] == args.split) & candidates["user_idx"].isin(users)]
     by_user = sequences.set_index("user_idx")

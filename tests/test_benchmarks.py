@@ -1,0 +1,76 @@
+"""The README's benchmark commands run, at the smallest sizes, and print the figures they promise.
+
+The figures themselves are measurements, not tested values; what is tested is that each command
+works from a clean checkout (it builds its own data in a throwaway project copy) and reports them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def bench(script: str, *args: str) -> str:
+    """Run ``benchmarks/<script>`` from the repository root; its standard output."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def figure(pattern: str, output: str) -> float:
+    match = re.search(pattern, output)
+    assert match, f"no line matching {pattern!r} in:\n{output}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_bench_sasrec_prints_seconds_per_epoch_memory_and_full_ranking_metrics():
+    out = bench("bench_sasrec.py", "--dataset", "ml-100k", "--epochs", "2",
+                "--set", "max_len=50", "training.eval_every=1")
+    assert figure(r"seconds/epoch: ([\d.]+) \(mean of 2\)", out) > 0
+    assert figure(r"peak RSS: (\d+) MiB", out) > 0
+    for split in ("valid", "test"):
+        assert 0 < figure(rf"{split} full ranking \(exclude_seen=True\): NDCG@10 ([\d.]+)", out) <= 1
+
+
+def test_bench_evaluation_prints_users_per_second_for_both_splits():
+    out = bench("bench_evaluation.py", "--users", "300", "--items", "500", "--scorer", "dot", "--exclude-seen")
+    for line in ("valid", "test", r"protocol only \(scores precomputed\)"):
+        assert figure(rf"{line}: [\d.]+ s, ([\d,]+) users/s", out) > 0
+    assert figure(r"metrics_table: [\d.]+ s, (\d+) rows", out) > 0
+
+
+def test_bench_zeroshot_shares_the_prefix_with_fewer_positions_and_the_same_scores():
+    out = bench("bench_zeroshot.py", "--dataset", "ml-100k", "--users", "2")
+    assert figure(r"ratio \(separate / shared\): ([\d.]+)x positions", out) > 2
+    assert figure(r"largest score difference ([\d.e+-]+)", out) < 1e-3
+
+
+def test_bench_laser_prints_the_bi_tuning_ratio_and_inference_speed():
+    out = bench("bench_laser.py", "--users", "4", "--steps", "1", "--items", "500")
+    assert figure(r"ratio bi-tuning stage 2 / plain, tokens per second: ([\d.]+)x wall", out) > 0
+    assert figure(r"full-ranking inference: ([\d.]+) users/s", out) > 0
+
+
+def test_bench_dmpo_prints_the_saving_of_cached_reference_log_probabilities():
+    out = bench("bench_dmpo.py", "--users", "2")
+    assert figure(r"preference step \(forward \+ backward, cached πref\): [\d.]+ s, (\d+) tokens/s", out) > 0
+    assert figure(r"per step: recomputing / caching = ([\d.]+)x", out) > 1
+
+
+def test_bench_summarization_batches_generation_with_identical_outputs():
+    out = bench("bench_summarization.py", "--prompts", "2", "--users", "1")
+    match = re.search(r"identical greedy outputs: (\d+)/(\d+) \(one at a time\), (\d+)/(\d+) \(generate\)", out)
+    assert match, out
+    assert match.group(1) == match.group(2) and match.group(3) == match.group(4), match.group(0)
+    assert figure(r"hierarchical: +\d+ summaries in +[\d.]+ s = +([\d.]+) summaries/min", out) > 0
