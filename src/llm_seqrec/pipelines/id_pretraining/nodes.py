@@ -133,7 +133,8 @@ def score_sasrec(
             for start in range(0, len(candidates), batch_size):
                 rows = candidates.iloc[start : start + batch_size]
                 item_scores = model.score_items(_stack(states.loc[rows["user_idx"].to_numpy()]))
-                scores.extend(item_scores[r, torch.as_tensor(c)].double().numpy() for r, c in enumerate(rows["candidates"]))
+                # torch.tensor copies: the candidate arrays read from parquet are read-only.
+                scores.extend(item_scores[r, torch.tensor(c)].double().numpy() for r, c in enumerate(rows["candidates"]))
         frames.append(sampled_rows(scores, candidates))
     return pd.concat(frames, ignore_index=True)
 
