@@ -38,9 +38,7 @@ from llm_seqrec.models.llm_recommender import (
 )
 from llm_seqrec.params import DMPOParams, TrainingParams
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
-
-REPO = Path(__file__).resolve().parents[1]
-AMAZON = REPO.parent / "shared" / "datasets" / "amazon-scientific"
+from project import AMAZON  # benchmarks/ is the script's folder
 
 
 def tables(data: Path, primary: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -34,9 +34,7 @@ from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, P
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 from llm_seqrec.params import LaserParams
-from project import REPO, parameters  # benchmarks/ is the script's folder
-
-AMAZON = REPO.parent / "shared" / "datasets" / "amazon-scientific"
+from project import AMAZON, parameters  # benchmarks/ is the script's folder
 
 
 def load_tables(primary: Path | None, items_limit: int | None) -> tuple[dict[int, str], list[list[int]]]:

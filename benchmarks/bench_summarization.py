@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,8 +27,7 @@ from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.generation import GenerationSettings, chat_prompt, generate, generate_chat
 from llm_seqrec.llm.summarize import Request, Templates, history_blocks, item_lines, summarize
 from llm_seqrec.params import SummarizationParams
-
-AMAZON = Path(os.environ.get("LLM_SEQREC_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets/amazon-scientific"
+from project import AMAZON  # benchmarks/ is the script's folder
 
 
 def amazon_histories(min_length: int) -> tuple[list[list[int]], dict[int, str]]:

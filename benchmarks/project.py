@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLM_SEQREC_SHARED", REPO.parent / "shared"))
+AMAZON = SHARED / "datasets" / "amazon-scientific"
 LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting"]
 
@@ -35,8 +37,8 @@ def copy_project(project: Path) -> Path:
     for layer in LAYERS:
         (project / "data" / layer).mkdir(parents=True)
     # The shared Amazon set is addressed as ../shared from the project root.
-    if (REPO.parent / "shared").exists() and not (project.parent / "shared").exists():
-        (project.parent / "shared").symlink_to(REPO.parent / "shared")
+    if SHARED.exists() and not (project.parent / "shared").exists():
+        (project.parent / "shared").symlink_to(SHARED)
     return project
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SHARED
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def bench(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "LLM_SEQREC_SHARED": str(SHARED)},
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
