@@ -10,13 +10,11 @@ from conftest import REPO, csv_params, kedro_run
 from kedro.config import OmegaConfigLoader
 
 from llm_seqrec.hooks import ParameterError, validate_parameters
+from llm_seqrec.settings import CONFIG_LOADER_ARGS
 
 
 def conf_parameters(env: str) -> dict:
-    loader = OmegaConfigLoader(
-        conf_source=str(REPO / "conf"), base_env="base", default_run_env=env,
-        merge_strategy={"parameters": "soft", "globals": "soft"},
-    )
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env})
     return copy.deepcopy(dict(loader["parameters"]))
 
 
