@@ -137,16 +137,19 @@ def fit(
 
 
 TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
-                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb"]
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "backbone_dtype"]
 
 
-def training_log(model: str, history: list[dict], stage: int = 1) -> pd.DataFrame:
+def training_log(model: str, history: list[dict], stage: int = 1, backbone_dtype: str = "") -> pd.DataFrame:
     """The ``<model>_training_log`` table every trained model writes: one row per epoch of ``fit``'s
-    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages)."""
-    frame = pd.DataFrame([{"model": model, "stage": stage, **record} for record in history], columns=TRAINING_LOG_COLUMNS)
+    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages).
+    ``backbone_dtype`` is the dtype the frozen LLM ran in (``Backbone.dtype_name``); empty for a model
+    without one."""
+    records = [{"model": model, "stage": stage, **record, "backbone_dtype": backbone_dtype} for record in history]
+    frame = pd.DataFrame(records, columns=TRAINING_LOG_COLUMNS)
     return frame.astype({"model": str, "stage": "int64", "epoch": "int64", "loss": "float64", "metric": "float64",
                          "seconds": "float64", "trainable_parameters": "Int64", "peak_rss_mb": "float64",
-                         "peak_cuda_mb": "float64"})
+                         "peak_cuda_mb": "float64", "backbone_dtype": str})
 
 
 class PeakMemory:
