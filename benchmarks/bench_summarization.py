@@ -79,7 +79,7 @@ def main() -> None:
 
     params = SummarizationParams()
     templates = Templates(version=params.prompt_version, **params.templates.model_dump())
-    backbone = load_backbone(dtype=args.dtype, device="cpu")
+    backbone = load_backbone(dtype=args.dtype, device="cpu", use="generation")
     print(f"model {backbone.name} on {backbone.device} in {backbone.dtype}, torch threads {torch.get_num_threads()}")
 
     histories, texts = amazon_histories(min_length=params.block_size * 2 + 2)

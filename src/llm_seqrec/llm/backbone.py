@@ -105,19 +105,23 @@ def load_backbone(
     gguf_file: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    use: str = "compute",
 ) -> Backbone:
     """The frozen causal LM and its tokenizer, in eval mode with gradients off, on the chosen device:
-    a copy of its own, which the caller may change."""
-    pristine = _load_pristine(None if path is None else str(path), gguf_file, dtype, device, str(_cache_root()))
+    a copy of its own, which the caller may change. ``use`` is ``compute`` (training, scoring) or
+    ``generation``: ``auto`` chooses the dtype per use (``device.choose_dtype``)."""
+    torch_device = choose_device(device)
+    torch_dtype = choose_dtype(torch_device, dtype, use)
+    pristine = _load_pristine(None if path is None else str(path), gguf_file, dtype_name(torch_dtype),
+                              str(torch_device), str(_cache_root()))
     return dataclasses.replace(pristine, model=copy.deepcopy(pristine.model), tokenizer=copy.deepcopy(pristine.tokenizer))
 
 
 @functools.lru_cache(maxsize=2)
 def _load_pristine(path: str | None, gguf_file: str | None, dtype: str, device: str, cache_root: str) -> Backbone:
-    """``load_backbone``'s reading of the weights, once per process and arguments (``cache_root`` is
-    in the key so that a changed ``$LLM_SEQREC_CACHE`` loads afresh)."""
-    torch_device = choose_device(device)
-    torch_dtype = choose_dtype(torch_device, dtype)
+    """``load_backbone``'s reading of the weights, once per process and arguments (``dtype`` and
+    ``device`` resolved; ``cache_root`` is in the key so that a changed ``$LLM_SEQREC_CACHE`` loads afresh)."""
+    torch_device, torch_dtype = torch.device(device), getattr(torch, dtype)
     if path is None:
         folder, gguf_file = default_model_location()
         model, tokenizer, name = _load_gguf(folder, gguf_file, torch_dtype)
@@ -133,5 +137,5 @@ def _load_pristine(path: str | None, gguf_file: str | None, dtype: str, device: 
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval()
     model.requires_grad_(False)
-    logger.info("Backbone %s on %s in %s", name, torch_device, torch_dtype)
+    logger.info("Backbone %s on %s in %s", name, torch_device, dtype)
     return Backbone(model=model, tokenizer=tokenizer, name=name, device=torch_device, dtype=torch_dtype)
