@@ -77,8 +77,8 @@ def test_more_negatives_than_a_csv_catalogue_holds(amazon_sample):
 
 def test_kedro_run_refuses_bad_parameters_before_writing_anything(kedro_project, amazon_sample):
     process = kedro_run(kedro_project, "data_processing", csv_params(amazon_sample),
-                        ["summarization.block_size=0", "data_processing.kcore=-1"])
+                        ["summarization.block_size=0", "dataset.k_core=0"])
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
-    assert "summarization.block_size" in output and "data_processing.kcore" in output  # every offending key at once
+    assert "summarization.block_size" in output and "dataset.k_core" in output  # every offending key at once
     assert not [path for path in (kedro_project / "data").rglob("*") if path.is_file()]

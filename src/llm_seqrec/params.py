@@ -29,6 +29,9 @@ class DatasetParams(Strict):
     items: Path | None = None
     # Item columns joined (as "field: value") into the item text after the title; None = all columns.
     text_fields: list[str] | None = None
+    # Iterative k-core: items with fewer than k interactions and users with fewer than
+    # max(k, data_processing.min_user_interactions) dropped until none is left to drop; None = off.
+    k_core: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _paths_for_csv(self) -> "DatasetParams":
@@ -47,7 +50,6 @@ class DataProcessingParams(Strict):
     """Cleaning and splitting (``data_processing.*``)."""
 
     min_user_interactions: int = Field(3, ge=3)  # leave-one-out needs train + valid + test
-    kcore: int = Field(0, ge=0)  # 0 = off; else users and items with fewer interactions are dropped iteratively
     max_text_chars: int = Field(2000, ge=16)
     max_users: int | None = Field(None, ge=1)  # seeded sample of users, for tests and quick runs
     seed: int = 42
