@@ -260,8 +260,8 @@ def read_json_lines(
     A line without one of the ``required`` columns' fields, or that is not a JSON object (nor, with
     ``python_literals``, a Python dict literal), is a ``DataValidationError`` naming the file and the line;
     ``hint`` says which fields the format reads. A missing optional field, or ``null``, is empty; a list
-    is joined into one text (``LIST_SEPARATORS``). The values of ``repeated`` columns (ids, times) are
-    kept once each while reading. With ``keep_items``, lines whose normalised ``item_id`` is not in it
+    is joined into one text (``LIST_SEPARATORS``). The values of ``repeated`` columns (ids) are kept
+    once each while reading; each column's Python strings are freed as soon as the column is a table column. With ``keep_items``, lines whose normalised ``item_id`` is not in it
     are skipped and counted (``RawTable.unreviewed_rows``).
     """
     path = Path(path)
@@ -308,7 +308,7 @@ def read_json_lines(
         for column, value in zip(columns.values(), row):
             column.append(value)
         lines.append(number)
-    frame = pd.DataFrame({column: pd.Series(values, dtype=str) for column, values in columns.items()})
+    frame = pd.DataFrame({column: pd.Series(columns.pop(column), dtype=str) for column in list(columns)})
     frame["line"] = np.array(lines, dtype=np.int64)
     source_fields = {column: name for column, name in fields.items() if column != name}
     return RawTable(path, frame, replaced, source_fields, unreviewed_rows=skipped)
