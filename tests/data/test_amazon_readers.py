@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import START, sample_tables, write_dump, write_lines
 
+from llm_seqrec.data import readers
 from llm_seqrec.data.readers import read_amazon_dataset
 from llm_seqrec.data.splitting import kcore_filter, leave_one_out
 from llm_seqrec.data.validation import DataValidationError, QualityReport, validate_interactions
@@ -96,6 +98,20 @@ def test_list_fields_are_joined_and_missing_or_null_fields_are_empty(tmp_path):
     assert quality["repairs"]["html_entities_unescaped"]["count"] == 1
     assert quality["repairs"]["empty_titles_filled"]["count"] == 1
     assert (quality["raw_item_rows"], quality["item_rows_without_reviews_skipped"]) == (4, 1)
+
+
+def test_reading_logs_its_progress_where_there_is_no_terminal_for_the_bar(amazon_sample, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(readers, "PROGRESS_EVERY", 100)
+    monkeypatch.setattr(readers, "LOG_EVERY", 1000)
+    reviews, meta = write_dump(amazon_sample, tmp_path, "amazon2018")
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.data.readers"):
+        read_amazon_dataset("amazon2018", reviews, meta)
+    progress = [r.getMessage() for r in caplog.records if "lines read" in r.getMessage()]
+    n_reviews = len(sample_tables(amazon_sample)[0])
+    assert len(progress) == n_reviews // 1000 + len(sample_tables(amazon_sample)[1]) // 1000
+    assert progress[0].startswith(f"{reviews}: 1,000 lines read (") and "% of " in progress[0]
+    assert any(r.getMessage().startswith(f"{reviews}: {n_reviews:,} lines in ") and "lines/s" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_duplicate_reviews_and_metadata_are_handled_as_in_csv_files(amazon_sample, tmp_path, from_csv):
