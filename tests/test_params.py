@@ -59,6 +59,9 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
         ("dmpo.train_dataset", {"format": "movielens", "name": "ml-100k"}, r"dmpo\.train_dataset is for dmpo_transfer"),
         ("dmpo_transfer.few_shot_users", [64], r"dmpo_transfer\.few_shot_users must be \[\]"),
+        ("dataset.format", "amazon2014", r"dataset\.format: Input should be 'movielens', 'csv', 'amazon2018' or 'amazon2023'"),
+        ("dataset.format", "amazon2023", r"dataset\.format=amazon2023 needs dataset\.interactions and dataset\.items"),
+        ("dataset.k_core", 0, r"dataset\.k_core: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_configuration_is_refused_naming_the_key(key, value, message, tmp_path):
