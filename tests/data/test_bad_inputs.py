@@ -265,8 +265,11 @@ def test_duplicate_interactions_are_dropped_and_counted(raw):
 
 def test_kcore_that_empties_the_data_names_the_parameter(raw):
     inter, items, folder = raw
-    message = error_of(write(folder, inter, items), kcore=500)
-    assert "data_processing.kcore=500" in message and "interactions.csv" in message
+    write(folder, inter, items)
+    dataset = {"format": "csv", "interactions": str(folder / "interactions.csv"), "items": str(folder / "items.csv")}
+    with pytest.raises(DataValidationError) as caught:
+        prepare_interactions({**dataset, "k_core": 500}, {}, {})
+    assert "dataset.k_core=500" in str(caught.value) and "interactions.csv" in str(caught.value)
 
 
 def test_unknown_text_field_names_the_parameter(raw):

@@ -46,7 +46,7 @@ def random_interactions(seed: int, n_users: int = 40, n_items: int = 30) -> pd.D
 
 def build(inter: pd.DataFrame, **options) -> tuple[pd.DataFrame, pd.DataFrame, QualityReport]:
     report = QualityReport()
-    settings = {"min_user_interactions": 3, "kcore": 0, "max_users": None, "seed": 0, **options}
+    settings = {"min_user_interactions": 3, "k_core": None, "max_users": None, "seed": 0, **options}
     table, catalog = build_interaction_tables(inter, items_of(inter["item_id"]), report, path=PATH, **settings)
     return table, catalog, report
 
@@ -128,13 +128,13 @@ def test_kcore_iterates_until_stable():
 
 
 def test_kcore_that_removes_everything_names_the_parameter():
-    with pytest.raises(DataValidationError, match=r"data_processing\.kcore=50"):
+    with pytest.raises(DataValidationError, match=r"dataset\.k_core=50"):
         kcore_filter(random_interactions(0), 50, 3, QualityReport(), PATH)
 
 
-def test_kcore_zero_is_off():
+def test_kcore_none_is_off():
     inter = random_interactions(0)
-    assert kcore_filter(inter, 0, 3, QualityReport(), PATH) is inter
+    assert kcore_filter(inter, None, 3, QualityReport(), PATH) is inter
 
 
 def test_short_histories_are_dropped_before_splitting():

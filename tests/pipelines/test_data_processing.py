@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import csv_params, finish, kedro_run, run_kedro
+from conftest import csv_params, finish, kedro_run, run_kedro, write_dump
 
 from llm_seqrec.data.schema import CANDIDATE_COLUMNS, INTERACTION_COLUMNS, ITEM_COLUMNS, SEQUENCE_COLUMNS, split_inputs
 from llm_seqrec.data.validation import DataValidationError
@@ -76,6 +76,20 @@ def test_amazon_sample_through_the_csv_reader(kedro_project, amazon_sample):
     raw = pd.read_csv(amazon_sample / "interactions.csv")
     assert quality["raw_interaction_rows"] == quality["interactions"] == len(raw)
     assert " | description: " in out["item_catalog"]["text"].iloc[0]
+
+
+@pytest.mark.parametrize("fmt", ["amazon2018", "amazon2023"])
+def test_amazon_dumps_as_published_give_the_tables_of_the_csv_files(kedro_project, amazon_sample, tmp_path, fmt):
+    run_kedro(kedro_project, ["data_processing"], csv_params(amazon_sample))
+    reviews, meta = write_dump(amazon_sample, tmp_path, fmt)
+    run_kedro(kedro_project, ["data_processing"],
+              {"dataset": {"format": fmt, "name": fmt, "interactions": str(reviews), "items": str(meta)}})
+    expected, out = load(kedro_project), load(kedro_project, fmt)
+    check_tables(out)
+    for name in ("user_sequences", "item_catalog", "eval_candidates"):
+        pd.testing.assert_frame_equal(out[name], expected[name])
+    assert out["data_quality"]["format"] == fmt and out["data_quality"]["raw_interaction_rows"] == len(
+        pd.read_csv(amazon_sample / "interactions.csv"))
 
 
 def test_movielens_100k_with_a_user_sample(kedro_project):

@@ -27,7 +27,7 @@ def build_interaction_tables(
     *,
     path: Path,
     min_user_interactions: int,
-    kcore: int,
+    k_core: int | None,
     max_users: int | None,
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -37,7 +37,7 @@ def build_interaction_tables(
     from ``validation``; ``path`` is the interactions file, named in messages and the report.
     """
     interactions = drop_short_histories(interactions, min_user_interactions, report, path)
-    interactions = kcore_filter(interactions, kcore, min_user_interactions, report, path)
+    interactions = kcore_filter(interactions, k_core, min_user_interactions, report, path)
     interactions = sample_users(interactions, max_users, seed, report)
     return index_interactions(interactions, items, report, path)
 
@@ -65,11 +65,11 @@ def drop_short_histories(
 
 
 def kcore_filter(
-    interactions: pd.DataFrame, k: int, min_user_interactions: int, report: QualityReport, path: Path
+    interactions: pd.DataFrame, k: int | None, min_user_interactions: int, report: QualityReport, path: Path
 ) -> pd.DataFrame:
     """Iteratively drop items with fewer than ``k`` interactions and users with fewer than
-    ``max(k, min_user_interactions)``, until none is left to drop. ``k`` = 0: no filter."""
-    if k == 0:
+    ``max(k, min_user_interactions)``, until none is left to drop. ``k`` None: no filter."""
+    if k is None:
         return interactions
     users, _ = pd.factorize(interactions["user_id"])
     items, _ = pd.factorize(interactions["item_id"])
@@ -84,14 +84,14 @@ def kcore_filter(
         keep = still
     if not keep.any():
         raise DataValidationError(
-            f"{path}: data_processing.kcore={k} removes every interaction ({len(interactions)} interactions, "
-            f"{users.max() + 1} users, {items.max() + 1} items before the filter); lower data_processing.kcore"
+            f"{path}: dataset.k_core={k} removes every interaction ({len(interactions)} interactions, "
+            f"{users.max() + 1} users, {items.max() + 1} items before the filter); lower dataset.k_core"
         )
     removed = ~keep
     report.record(
         "kcore_removed",
         path,
-        f"dropped by the {k}-core filter (data_processing.kcore): items with fewer than {k} interactions "
+        f"dropped by the {k}-core filter (dataset.k_core): items with fewer than {k} interactions "
         f"and users with fewer than {user_min}, repeatedly",
         interactions[removed],
         users=len(np.setdiff1d(users[removed], users[keep])),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -37,7 +38,7 @@ TEXT_SEPARATOR = " | "
 REPLACEMENT_CHAR = "\ufffd"
 MAX_EXAMPLES = 3
 EXAMPLE_CHARS = 120
-INTEGRAL_FLOAT = r"^([+-]?\d+)\.0*$"
+INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 
 
 class DataValidationError(ValueError):
@@ -87,6 +88,7 @@ def validate_items(
     fields = _text_fields(table, text_fields)
     frame = table.frame[["line", *ITEM_FIELDS, *fields]]
     report.counts["raw_item_rows"] = len(frame)
+    report.counts["item_rows_without_reviews_skipped"] = table.unreviewed_rows
     text_columns = ["title", *fields]
     _refuse_invalid_utf8(table, frame, ["item_id"])
     if table.invalid_utf8:
@@ -109,6 +111,7 @@ def validate_items(
     action = "HTML entities such as &amp; turned into characters"
     report.record("html_entities_unescaped", path, action, frame[had_entities])
     cleaned = unescaped.apply(lambda column: column.map(_collapse_whitespace))
+    report.counts["empty_item_fields"] = {column: int((cleaned[column] == "").sum()) for column in text_columns}
 
     empty_title = cleaned["title"] == ""
     report.record(
@@ -164,11 +167,11 @@ def validate_interactions(
     time = pd.to_numeric(frame["timestamp"].str.strip(), errors="coerce").astype("float64")
     not_number = ~np.isfinite(time.to_numpy())
     if not_number.any():
-        _fail(path, "timestamp", "not a number (expected Unix seconds or an ordinal position)", frame[not_number])
+        _fail(table, "timestamp", "not a number (expected Unix seconds or an ordinal position)", frame[not_number])
     negative = time.to_numpy() < 0
     if negative.any():
         _fail(
-            path,
+            table,
             "timestamp",
             "negative (timestamps only order a history; a negative value is usually a missing-value marker)",
             frame[negative],
@@ -176,7 +179,7 @@ def validate_interactions(
 
     unknown = ~frame["item_id"].isin(item_ids)
     if len(frame) and unknown.all():
-        _fail(path, "item_id", f"no item id appears in {items_path} (compare the ids of the two files)", frame)
+        _fail(table, "item_id", f"no item id appears in {items_path} (compare the ids of the two files)", frame)
     frame = _drop_rows(
         frame, unknown, report, "interactions_with_unknown_item_dropped", path, f"dropped: item_id not in {items_path}"
     )
@@ -200,7 +203,7 @@ def validate_interactions(
         {
             "user_id": frame["user_id"],
             "item_id": frame["item_id"],
-            "timestamp": time[frame.index],
+            "timestamp": time[frame.index] / table.timestamps_per_second,
             "line": frame["line"],
         }
     ).reset_index(drop=True)
@@ -215,11 +218,13 @@ def _example_rows(rows: pd.DataFrame) -> list[dict]:
     return examples
 
 
-def _fail(path: Path, column: str, problem: str, rows: pd.DataFrame) -> NoReturn:
-    """Raise a ``DataValidationError`` naming the file, the column and the first offending row."""
+def _fail(table: RawTable, column: str, problem: str, rows: pd.DataFrame) -> NoReturn:
+    """Raise a ``DataValidationError`` naming the file, the column (a JSON dump's field) and the first offending row."""
     example = _example_rows(rows.head(1))[0]
     line = example.pop("line")
-    raise DataValidationError(f"{path}, column {column!r}: {problem} ({len(rows)} rows), e.g. line {line}: {example}")
+    raise DataValidationError(
+        f"{table.path}, {table.describe(column)}: {problem} ({len(rows)} rows), e.g. line {line}: {example}"
+    )
 
 
 def _require_columns(table: RawTable, columns: Sequence[str]) -> None:
@@ -247,8 +252,13 @@ def _normalise_ids(
 def _normalise_id_column(ids: pd.Series) -> pd.Series:
     # Ids repeat (a user per interaction): normalise each distinct id once.
     codes, distinct = pd.factorize(ids)
-    normalised = pd.Series(distinct, dtype=str).str.strip().str.replace(INTEGRAL_FLOAT, r"\1", regex=True)
+    normalised = pd.Series(distinct, dtype=str).map(normalise_id)
     return pd.Series(normalised.to_numpy()[codes], index=ids.index, dtype=str)
+
+
+def normalise_id(raw_id: str) -> str:
+    """An id as the two files must agree on it: stripped, a whole float written as an integer."""
+    return INTEGRAL_FLOAT.sub(r"\1", raw_id.strip())
 
 
 def _drop_rows(
@@ -268,7 +278,7 @@ def _text_fields(table: RawTable, text_fields: Sequence[str] | None) -> list[str
     if unknown:
         raise DataValidationError(
             f"{table.path}, column {unknown[0]!r}: named in dataset.text_fields but not in the file "
-            f"(line 1 has the text columns {found})"
+            f"(its text columns are {found})"
         )
     return [f for f in text_fields if f not in ITEM_FIELDS]
 
@@ -280,7 +290,7 @@ def _refuse_invalid_utf8(table: RawTable, frame: pd.DataFrame, columns: Sequence
     for column in columns:
         bad = frame[column].str.contains(REPLACEMENT_CHAR, regex=False).to_numpy()
         if bad.any():
-            _fail(table.path, column, "holds bytes that are not UTF-8 (re-save the file as UTF-8)", frame[bad])
+            _fail(table, column, "holds bytes that are not UTF-8 (re-save the file as UTF-8)", frame[bad])
 
 
 def _collapse_whitespace(value: str) -> str:

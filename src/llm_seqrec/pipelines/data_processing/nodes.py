@@ -36,7 +36,7 @@ def prepare_interactions(
         report,
         path=raw_interactions.path,
         min_user_interactions=params.min_user_interactions,
-        kcore=params.kcore,
+        k_core=source.k_core,
         max_users=params.max_users,
         seed=params.seed,
     )
