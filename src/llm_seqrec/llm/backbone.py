@@ -105,13 +105,11 @@ def load_backbone(
     gguf_file: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
-    use: str = "compute",
 ) -> Backbone:
-    """The frozen causal LM and its tokenizer, in eval mode with gradients off, on the chosen device:
-    a copy of its own, which the caller may change. ``use`` is ``compute`` (training, scoring) or
-    ``generation``: ``auto`` chooses the dtype per use (``device.choose_dtype``)."""
+    """The frozen causal LM and its tokenizer, in eval mode with gradients off, on the chosen device
+    (``device.choose_device``, ``device.choose_dtype``): a copy of its own, which the caller may change."""
     torch_device = choose_device(device)
-    torch_dtype = choose_dtype(torch_device, dtype, use)
+    torch_dtype = choose_dtype(torch_device, dtype)
     pristine = _load_pristine(None if path is None else str(path), gguf_file, dtype_name(torch_dtype),
                               str(torch_device), str(_cache_root()))
     return dataclasses.replace(pristine, model=copy.deepcopy(pristine.model), tokenizer=copy.deepcopy(pristine.tokenizer))
