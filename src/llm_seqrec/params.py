@@ -105,6 +105,12 @@ class TrainingParams(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(5, ge=1)  # epochs without a better validation NDCG@10 before stopping
+    # A time budget (minutes of training, validation included, across resumed runs): a group of
+    # eval_every epochs starts only if, at the mean epoch time so far, it ends within it. None = no limit.
+    max_minutes: float | None = Field(None, gt=0)
+    # Autocast of the training steps: auto = bfloat16 where the device computes it natively
+    # (llm.device.choose_dtype), else float32. Validation always runs in float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
     eval_every: int = Field(1, ge=1)
     eval_users: int | None = Field(None, ge=1)  # seeded validation sample for early stopping; None = all
     checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
