@@ -63,9 +63,9 @@ def sdpo_loss(
 
 PREFERENCE_LOSSES = {"dmpo": dmpo_loss, "sdpo": sdpo_loss}
 
-# Rows of logits per chunk: 2**22 logits (16 MiB in float32) whatever the number of items, small
-# enough to stay in cache-friendly sizes and large enough for the matmuls to run at full speed.
-CHUNK_LOGITS = 2**22
+# Rows of logits per chunk: 2**20 logits (4 MiB in float32) whatever the number of items, small
+# enough for the row-wise passes to stay near the cache, large enough for the matmuls to run at speed.
+CHUNK_LOGITS = 2**20
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -92,19 +92,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk_rows):
             rows = hidden[start : start + chunk_rows]
             target = targets[start : start + chunk_rows].unsqueeze(1)
-            logits = (rows @ weight.T).float()
-            lse = torch.logsumexp(logits, dim=1, keepdim=True)
-            total += (lse - logits.gather(1, target)).sum()
+            # One fused row-wise pass (max, exp, sum) in float32, whatever dtype the matmul gave.
+            log_probs = torch.log_softmax(rows @ weight.T, dim=1, dtype=torch.float32)
+            total -= log_probs.gather(1, target).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
-            # d(mean loss)/d(logits) = (softmax - one-hot) / n, in place of the logits.
-            probs = logits.sub_(lse).exp_()
+            # n * d(mean loss)/d(logits) = softmax - one-hot, in place of the log-probabilities;
+            # the 1/n goes on the [rows, d] sides, which are far smaller than [rows, V].
+            probs = log_probs.exp_()
             probs.scatter_add_(1, target, torch.full_like(target, -1, dtype=probs.dtype))
-            probs.div_(n)
             if grad_hidden is not None:
-                grad_hidden[start : start + chunk_rows] = probs @ weight
+                grad_hidden[start : start + chunk_rows] = (probs @ weight).div_(n)
             if grad_weight is not None:
-                grad_weight += probs.T @ rows
+                grad_weight += probs.T @ (rows / n)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.input_dtypes = (hidden.dtype, weight.dtype)
         return total / n
