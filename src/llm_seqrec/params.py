@@ -130,6 +130,10 @@ class SASRecParams(Strict):
     attention_dropout: float = Field(0.0, ge=0, lt=1)  # on attention probabilities; costly on CPU
     loss: Literal["ce", "sampled_softmax"] = "ce"
     n_sampled_negatives: int = Field(256, ge=1)
+    # Batches of similar history lengths, so that a batch (cut to its longest member) pads little: each
+    # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
+    # are shuffled. None = plain shuffled batches.
+    bucket_window: int | None = Field(None, ge=1)
     training: TrainingParams = TrainingParams()
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.metrics import metrics_from_ranks, target_ranks
-from llm_seqrec.models import SASRec, SASRecConfig, left_pad
+from llm_seqrec.models import SASRec, SASRecConfig, left_pad, length_bucketed_batches
 
 N_ITEMS = 30
 
@@ -136,3 +136,17 @@ def test_chunked_loss_equals_the_whole_logits_cross_entropy_on_a_real_batch(amaz
     torch.testing.assert_close(chunked, before, rtol=1e-6, atol=0)
     for name, grad in expected.items():
         torch.testing.assert_close(actual[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_length_bucketed_batches_hold_every_row_once_with_similar_lengths_in_a_batch():
+    lengths = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(1))
+    batches = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert max(len(b) for b in batches) == 32
+    # within a window of 4 batches the lengths are sorted, so a batch spans far less than random ones do
+    spread = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    plain = length_bucketed_batches(lengths, 32, None, torch.Generator().manual_seed(2))
+    assert sum(spread) < 0.4 * sum(int(lengths[b].max() - lengths[b].min()) for b in plain)
+    again = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))  # the generator decides
+    assert torch.equal(torch.cat(plain), torch.randperm(1000, generator=torch.Generator().manual_seed(2)))

@@ -166,3 +166,16 @@ def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
         if kept:
             out[row, length - len(kept):] = torch.as_tensor(kept, dtype=torch.long)
     return out
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, window: int | None,
+                            generator: torch.Generator) -> list[torch.Tensor]:
+    """Row indices of each batch of an epoch: the rows shuffled; with ``window``, sorted by ``lengths``
+    within each run of ``window`` batches and the batches shuffled, so that a batch holds similar lengths."""
+    order = torch.randperm(len(lengths), generator=generator)
+    if window is None:
+        return list(order.split(batch_size))
+    batches = []
+    for part in order.split(window * batch_size):
+        batches += part[torch.argsort(lengths[part], stable=True)].split(batch_size)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
