@@ -4,15 +4,17 @@ for today's training step and the project's, side by side in one run.
     python benchmarks/bench_sasrec.py --dataset ml-1m --epochs 2
     python benchmarks/bench_sasrec.py --primary data/03_primary/ml-1m --epochs 20 --arms bf16 --set training.lr=0.002
 
-Arms, each trained from the same seed on the same batches, one after the other (never side by side):
+Arms, each trained from the same seed (on the same batches but for `buckets`), one after the other, never
+side by side:
 
 - ``before``: the step as it was, rebuilt here in a few lines: float32, plain shuffled batches
   (``bucket_window: null``), the logits of every target position against every item at once, then
   ``F.cross_entropy``;
-- ``fp32``: the project's step in float32, what a CPU without native bf16 runs: batches of similar
-  history lengths (``bucket_window``) and ``SASRec.loss``, the chunked ``linear_cross_entropy``;
+- ``fp32``: the project's step in float32 (what a CPU without native bf16 runs) with the default
+  run's batching: ``SASRec.loss``, the chunked ``linear_cross_entropy``;
 - ``bf16``: the same under bfloat16 autocast, run only where ``llm.device.choose_dtype`` picks bf16
-  (AVX512-BF16 or AMX, or a GPU with bf16).
+  (AVX512-BF16 or AMX, or a GPU with bf16);
+- ``buckets``: ``fp32`` with batches of similar history lengths (``bucket_window: 16``).
 
 The model settings are the default run's ``sasrec`` parameters (``--set`` overrides them, dotted below
 ``sasrec``), but for ``training.epochs``: the benchmark trains exactly ``--epochs`` (no early stopping,
@@ -46,7 +48,8 @@ from project import parameters, processed_tables  # benchmarks/ is the script's 
 # arm -> its sasrec settings (dtype: training.precision)
 ARMS = {"before": {"precision": "float32", "bucket_window": None},
         "fp32": {"precision": "float32"},
-        "bf16": {"precision": "bfloat16"}}
+        "bf16": {"precision": "bfloat16"},
+        "buckets": {"precision": "float32", "bucket_window": 16}}
 
 
 def loss_before(self: SASRec, item_seq: torch.Tensor, targets: torch.Tensor, negatives=None) -> torch.Tensor:
