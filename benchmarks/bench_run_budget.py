@@ -15,61 +15,18 @@ over). The de-quantised SmolLM2 weights (~/.cache/llm_seqrec) are reused when pr
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 from llm_seqrec.pipelines import STAGES, stage_pipelines
-from project import copy_project  # benchmarks/ is the script's folder
+from project import copy_project, timed_kedro_run  # benchmarks/ is the script's folder
 
 BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
-# A plain one-line log format, so node starts and ends can be read from the stream.
-LOGGING = """version: 1
-disable_existing_loggers: false
-formatters: {plain: {format: "%(message)s"}}
-handlers: {console: {class: logging.StreamHandler, formatter: plain, stream: ext://sys.stdout}}
-loggers: {kedro: {level: INFO}, llm_seqrec: {level: INFO}}
-root: {handlers: [console], level: WARNING}
-"""
-RUNNING = re.compile(r"^Running node: ([^:]+):")
-COMPLETED = re.compile(r"^Completed node: (\S+)")
-
-
 def stage_of_nodes() -> dict[str, str]:
     """Node name -> the stage pipeline that holds it."""
     return {node.name: stage for stage, pipe in stage_pipelines().items() for node in pipe.nodes}
-
-
-def run(env: str, pipelines: str, workdir: Path) -> tuple[float, dict[str, float], int, str]:
-    """`kedro run` in a fresh project copy; total seconds, seconds per node, exit code, output tail."""
-    project = copy_project(workdir / env)
-    logging_yml = workdir / "logging.yml"
-    logging_yml.write_text(LOGGING)
-
-    command = [str(Path(sys.executable).with_name("kedro")), "run", f"--env={env}", f"--pipelines={pipelines}"]
-    environment = {**os.environ, "KEDRO_LOGGING_CONFIG": str(logging_yml), "KEDRO_DISABLE_TELEMETRY": "true"}
-    print(f"\n$ {' '.join(command[1:])}   (in {project})", flush=True)
-    started = time.perf_counter()
-    node_seconds: dict[str, float] = {}
-    node_started = started  # nodes run one at a time: the last "Running node" is the one completing
-    tail: list[str] = []
-    with subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
-        for line in process.stdout:
-            now = time.perf_counter()
-            tail = (tail + [line])[-40:]
-            if match := RUNNING.match(line):  # the node's name without its namespace
-                node_started = now
-                print(f"  {now - started:7.1f}s  {match.group(1)}", flush=True)
-            elif match := COMPLETED.match(line):  # the full name, namespace included
-                node_seconds[match.group(1)] = now - node_started
-    return time.perf_counter() - started, node_seconds, process.returncode, "".join(tail)
 
 
 def main() -> None:
@@ -85,7 +42,8 @@ def main() -> None:
     results = []
     try:
         for env in envs:
-            seconds, nodes, code, tail = run(env, args.pipelines, workdir)
+            project = copy_project(workdir / env)
+            seconds, nodes, code, tail = timed_kedro_run(project, [f"--env={env}", f"--pipelines={args.pipelines}"])
             if code != 0:
                 print(tail)
                 raise SystemExit(f"kedro run --env={env} failed (exit {code})")

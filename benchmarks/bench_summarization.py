@@ -73,11 +73,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the configured summarization.generation value")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the configured summarization.generation value")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the backbone's dtype (auto: bf16 where the CPU has it natively)")
     args = parser.parse_args()
 
     params = SummarizationParams()
     templates = Templates(version=params.prompt_version, **params.templates.model_dump())
-    backbone = load_backbone()
+    backbone = load_backbone(dtype=args.dtype, device="cpu")
     print(f"model {backbone.name} on {backbone.device} in {backbone.dtype}, torch threads {torch.get_num_threads()}")
 
     histories, texts = amazon_histories(min_length=params.block_size * 2 + 2)

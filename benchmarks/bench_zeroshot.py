@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-input", type=Path, help="folder with eval_candidates.parquet (with --primary)")
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
+    parser.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"],
+                        help="the backbone's dtype (default: the run's backbone.dtype)")
     args = parser.parse_args(argv)
 
     conf = OmegaConf.create(parameters())
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = candidates[(candidates["split"] == args.split) & candidates["user_idx"].isin(users)]
     by_user = sequences.set_index("user_idx")
 
-    llm = load_backbone(dtype=backbone_conf.dtype, device="cpu")
+    llm = load_backbone(dtype=args.dtype or backbone_conf.dtype, device="cpu")
     tokenizer, model = llm.tokenizer, llm.model
     titles = item_titles(catalog, backbone_conf.max_item_chars)
     work = []

@@ -5,8 +5,12 @@ benchmark never reads or overwrites anything under the repository's data/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +18,16 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_SEQREC_SHARED", REPO.parent / "shared"))
 AMAZON = SHARED / "datasets" / "amazon-scientific"
+# A plain one-line log format, so node starts and ends can be read from a run's output stream.
+LOGGING = """version: 1
+disable_existing_loggers: false
+formatters: {plain: {format: "%(message)s"}}
+handlers: {console: {class: logging.StreamHandler, formatter: plain, stream: ext://sys.stdout}}
+loggers: {kedro: {level: INFO}, llm_seqrec: {level: INFO}}
+root: {handlers: [console], level: WARNING}
+"""
+RUNNING = re.compile(r"^Running node: ([^:]+):")
+COMPLETED = re.compile(r"^Completed node: (\S+)")
 LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting"]
 
@@ -65,3 +79,28 @@ def processed_tables(dataset: str, max_users: int | None = None) -> dict[str, pd
         return {path.stem: pd.read_parquet(path)
                 for layer in ("03_primary", "05_model_input")
                 for path in sorted((project / "data" / layer / dataset).glob("*.parquet"))}
+
+
+def timed_kedro_run(project: Path, options: list[str]) -> tuple[float, dict[str, float], int, str]:
+    """`kedro run <options>` in ``project``; total seconds, seconds per node, exit code, output tail.
+    Each node's start is printed as it comes."""
+    logging_yml = project / "logging.yml"
+    logging_yml.write_text(LOGGING)
+    command = [str(Path(sys.executable).with_name("kedro")), "run", *options]
+    environment = {**os.environ, "KEDRO_LOGGING_CONFIG": str(logging_yml), "KEDRO_DISABLE_TELEMETRY": "true"}
+    print(f"\n$ {' '.join(command[1:])}   (in {project})", flush=True)
+    started = time.perf_counter()
+    node_seconds: dict[str, float] = {}
+    node_started = started  # nodes run one at a time: the last "Running node" is the one completing
+    tail: list[str] = []
+    with subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        for line in process.stdout:
+            now = time.perf_counter()
+            tail = (tail + [line])[-40:]
+            if match := RUNNING.match(line):  # the node's name without its namespace
+                node_started = now
+                print(f"  {now - started:7.1f}s  {match.group(1)}", flush=True)
+            elif match := COMPLETED.match(line):  # the full name, namespace included
+                node_seconds[match.group(1)] = now - node_started
+    return time.perf_counter() - started, node_seconds, process.returncode, "".join(tail)

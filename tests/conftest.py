@@ -14,9 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
+from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_SEQREC_SHARED", REPO.parent / "shared"))
 AMAZON = SHARED / "datasets" / "amazon-scientific"
+# The dtype the backbone runs in under ``backbone.dtype: auto`` on this machine, as tables record it.
+AUTO_DTYPE = dtype_name(choose_dtype(choose_device()))
 LAYERS = ["01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting"]
 

@@ -51,7 +51,7 @@ def test_bench_evaluation_prints_users_per_second_for_both_splits():
 
 
 def test_bench_zeroshot_shares_the_prefix_with_fewer_positions_and_the_same_scores():
-    out = bench("bench_zeroshot.py", "--dataset", "ml-100k", "--users", "2")
+    out = bench("bench_zeroshot.py", "--dataset", "ml-100k", "--users", "2", "--dtype", "float32")
     assert figure(r"ratio \(separate / shared\): ([\d.]+)x positions", out) > 2
     assert figure(r"largest score difference ([\d.e+-]+)", out) < 1e-3
 
@@ -69,7 +69,7 @@ def test_bench_dmpo_prints_the_saving_of_cached_reference_log_probabilities():
 
 
 def test_bench_summarization_batches_generation_with_identical_outputs():
-    out = bench("bench_summarization.py", "--prompts", "2", "--users", "1")
+    out = bench("bench_summarization.py", "--prompts", "2", "--users", "1", "--dtype", "float32")
     match = re.search(r"identical greedy outputs: (\d+)/(\d+) \(one at a time\), (\d+)/(\d+) \(generate\)", out)
     assert match, out
     assert match.group(1) == match.group(2) and match.group(3) == match.group(4), match.group(0)

@@ -26,7 +26,7 @@ def metrics() -> pd.DataFrame:
                 rows += [("ml-1m", model, "sampled", split, m, 0.2, users, n) for m in sampled]
     for split in ("valid", "test"):
         rows += [("ml-1m", "llm_zeroshot", "sampled", split, m, 0.3, "sample8", 8) for m in ("hr@1", "auc")]
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS[:-1]).assign(backbone_dtype=lambda m: m["model"].map({"llm_zeroshot": "bfloat16"}).fillna(""))
 
 
 def test_markdown_names_dataset_protocol_split_and_users_of_every_table():

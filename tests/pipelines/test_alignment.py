@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, csv_params, run_kedro
+from conftest import AUTO_DTYPE, REPO, csv_params, run_kedro
 from kedro.io import DataCatalog
 from safetensors.torch import load_file
 
@@ -77,7 +77,7 @@ def test_alignment_pipeline(kedro_project, amazon_sample):
 
     # ra_rec scores on the LLM user sample: full ranking over every item and the sampled protocol.
     scores = pd.read_parquet(data / "07_model_output/amazon-scientific/ra_rec_scores.parquet")
-    assert list(scores.columns) == SCORE_COLUMNS
+    assert list(scores.columns) == [*SCORE_COLUMNS, "backbone_dtype"] and set(scores["backbone_dtype"]) == {AUTO_DTYPE}
     users = llm_user_sample(sequences, SAMPLE, seed=42)
     assert scores.groupby(["protocol", "split"])["user_idx"].agg(sorted).map(list).eq([users.tolist()] * 4).all()
     full = scores[scores["protocol"] == "full"]

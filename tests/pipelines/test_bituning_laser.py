@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import csv_params, run_kedro
+from conftest import AUTO_DTYPE, csv_params, run_kedro
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
@@ -238,7 +238,7 @@ def test_laser_pipeline_end_to_end(kedro_project, amazon_sample):
             assert stages[1] == sum(t.numel() for t in state.values()) > stages[2]
 
         tables[model] = scores = catalog.load(f"{model}_scores")
-        assert list(scores.columns) == SCORE_COLUMNS
+        assert list(scores.columns) == [*SCORE_COLUMNS, "backbone_dtype"] and set(scores["backbone_dtype"]) == {AUTO_DTYPE}
         groups = scores.groupby(["protocol", "split"])["user_idx"].agg(sorted)
         assert sorted(groups.index) == [("full", "test"), ("full", "valid"), ("sampled", "test"), ("sampled", "valid")]
         assert all(users == sample.tolist() for users in groups)

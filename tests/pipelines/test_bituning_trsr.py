@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import csv_params, layer_path, run_kedro
+from conftest import AUTO_DTYPE, csv_params, layer_path, run_kedro
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
@@ -35,7 +35,7 @@ def test_trsr_trains_saves_and_scores_with_and_without_the_summary(kedro_project
     tables = {}
     for model in ("trsr", "trsr_no_summary"):
         scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", f"{model}_scores.parquet"))
-        assert list(scores.columns) == SCORE_COLUMNS
+        assert list(scores.columns) == [*SCORE_COLUMNS, "backbone_dtype"] and set(scores["backbone_dtype"]) == {AUTO_DTYPE}
         assert set(scores["protocol"]) == {"sampled"} and sorted(set(scores["split"])) == ["test", "valid"]
         assert sorted(set(scores["user_idx"])) == sample.tolist() and len(scores) == 2 * SAMPLE
         for values, n in zip(scores["candidate_scores"], scores["n_ranked"], strict=True):

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import csv_params, run_kedro
+from conftest import AUTO_DTYPE, csv_params, run_kedro
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS, llm_user_sample
@@ -25,7 +25,7 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
 
     sequences = pd.read_parquet(data / "03_primary" / "amazon-scientific" / "user_sequences.parquet")
     zeroshot = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "llm_zeroshot_scores.parquet")
-    assert list(zeroshot.columns) == SCORE_COLUMNS
+    assert list(zeroshot.columns) == [*SCORE_COLUMNS, "backbone_dtype"] and set(zeroshot["backbone_dtype"]) == {AUTO_DTYPE}
     assert set(zeroshot["protocol"]) == {"sampled"} and sorted(set(zeroshot["split"])) == ["test", "valid"]
     sample = llm_user_sample(sequences, SAMPLE, seed=42)
     assert sorted(set(zeroshot["user_idx"])) == sample.tolist() and len(zeroshot) == 2 * SAMPLE
@@ -48,6 +48,8 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     sampled_test = on_sample[(on_sample["protocol"] == "sampled") & (on_sample["split"] == "test")]
     assert set(sampled_test["model"]) == {"pop", "sasrec", "llm_zeroshot"}
     assert set(metrics.loc[metrics["users"] == "all", "n_users"]) == {len(sequences)}
+    dtypes = metrics.groupby("model")["backbone_dtype"].agg(lambda d: set(d.fillna(""))).to_dict()
+    assert dtypes == {"pop": {""}, "sasrec": {""}, "llm_zeroshot": {AUTO_DTYPE}}  # only the LLM row has one
 
     table = (data / "08_reporting" / "metrics.md").read_text()
     assert "## amazon-scientific · sampled ranking · test split · seeded user sample" in table

@@ -286,10 +286,14 @@ def test_bf16_autocast_trains_in_bf16_and_validates_in_float32():
 
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
-    monkeypatch.setattr(loop, "choose_dtype", lambda device: torch.float32)
+    def capability(native: torch.dtype):
+        return lambda device, requested="auto": native if requested == "auto" else getattr(torch, requested)
+
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.float32))
     assert training_dtype(torch.device("cpu"), "auto") == torch.float32
-    monkeypatch.setattr(loop, "choose_dtype", lambda device: torch.bfloat16)
+    assert training_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16  # forced
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.bfloat16))
     assert training_dtype(torch.device("cpu"), "auto") == torch.bfloat16
-    monkeypatch.setattr(loop, "choose_dtype", lambda device: torch.float16)  # a GPU without bf16: no fp16 autocast
-    assert training_dtype(torch.device("cuda"), "auto") == torch.float32
     assert training_dtype(torch.device("cpu"), "float32") == torch.float32
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.float16))  # a GPU without bf16: no fp16 autocast
+    assert training_dtype(torch.device("cuda"), "auto") == torch.float32

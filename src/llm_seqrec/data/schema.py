@@ -15,6 +15,7 @@
     user_idx, split, protocol ('full'|'sampled'), rank float64 (0-based rank of the target, ties
     counted half), n_ranked int64, top_items list[int64] (full: the model's top 20),
     candidate_scores list[float64] (sampled: scores aligned with eval_candidates.candidates)
+    and, for a model that runs the frozen LLM, backbone_dtype str (the dtype it scored in)
 """
 
 from __future__ import annotations

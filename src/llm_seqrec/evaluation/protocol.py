@@ -18,7 +18,9 @@ from llm_seqrec.data.schema import PAD, SCORE_COLUMNS, split_inputs
 from llm_seqrec.evaluation.metrics import exclude_items, metrics_from_ranks, target_ranks
 
 TOP_K = 20  # items kept per user in ``top_items`` (full protocol)
-METRIC_COLUMNS = ["dataset", "model", "protocol", "split", "metric", "value", "users", "n_users"]
+# ``backbone_dtype``: the dtype the frozen LLM scored in (a score table's column of that name), empty for
+# a model without an LLM; bf16 and float32 rank differently (benchmarks/bench_dtype.py).
+METRIC_COLUMNS = ["dataset", "model", "protocol", "split", "metric", "value", "users", "n_users", "backbone_dtype"]
 ALL_USERS = "all"
 
 ScoreFn = Callable[[list[list[int]]], torch.Tensor]
@@ -145,7 +147,7 @@ def metrics_table(
     ks: Sequence[int],
     user_samples: Mapping[str, Collection[int]],
 ) -> pd.DataFrame:
-    """Long-form metrics: ``dataset,model,protocol,split,metric,value`` then ``users,n_users``.
+    """Long-form metrics: ``dataset,model,protocol,split,metric,value`` then ``users,n_users,backbone_dtype``.
 
     Each model's (protocol, split) rows are reported on every named user set in ``user_samples``
     that the model scored completely; a model that covers none of them is an error (its numbers
@@ -153,6 +155,7 @@ def metrics_table(
     """
     rows = []
     for model, table in score_tables.items():
+        dtype = ",".join(sorted(set(table["backbone_dtype"]))) if "backbone_dtype" in table.columns else ""
         for (protocol, split), group in table.groupby(["protocol", "split"], sort=True):
             if not group["user_idx"].is_unique:
                 raise ValueError(f"{model}_scores has several {protocol}/{split} rows for one user")
@@ -167,7 +170,7 @@ def metrics_table(
                 chosen = group[group["user_idx"].isin(users)]
                 values = metrics_from_ranks(chosen["rank"].to_numpy(), ks, protocol, chosen["n_ranked"].to_numpy())
                 rows.extend(
-                    (dataset_name, model, protocol, split, metric, value, label, len(chosen))
+                    (dataset_name, model, protocol, split, metric, value, label, len(chosen), dtype)
                     for metric, value in values.items()
                 )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -40,7 +40,7 @@ def _groups(metrics: pd.DataFrame):
         yield (dataset, protocol, split, users), metrics[chosen]
 
 
-def _intro(exclude_seen: bool, n_negatives: int) -> list[str]:
+def _intro(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> list[str]:
     seen = "removed from" if exclude_seen else "kept in"
     return [
         "Leave-one-out by time: the last interaction is the test target, the one before it the validation target.",
@@ -49,7 +49,15 @@ def _intro(exclude_seen: bool, n_negatives: int) -> list[str]:
         f"**sampled ranking**: the target ranked against {n_negatives} seeded negatives, the same for every model.",
         "Ties count half. A model appears under every user set it scored completely; LLM models score a "
         "seeded user sample, on which every other model is reported too.",
+        *_dtype_lines(metrics),
     ]
+
+
+def _dtype_lines(metrics: pd.DataFrame) -> list[str]:
+    """What the LLM rows were computed in: bf16 and float32 rank differently, so a reader must see which."""
+    dtypes = metrics.get("backbone_dtype", pd.Series(dtype=str)).fillna("")
+    by_dtype = metrics[dtypes != ""].groupby(dtypes[dtypes != ""], sort=True)["model"].unique()
+    return [f"**Backbone in {dtype}**: " + ", ".join(f"`{m}`" for m in models) + "." for dtype, models in by_dtype.items()]
 
 
 def _tables(metrics: pd.DataFrame):
@@ -64,7 +72,7 @@ def _tables(metrics: pd.DataFrame):
 def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
     """One table per dataset / protocol / split / user set (models as rows, metrics as columns), then
     the training cost per data set."""
-    intro = _intro(exclude_seen, n_negatives)
+    intro = _intro(metrics, exclude_seen, n_negatives)
     lines = ["# Evaluation", "", intro[0], *(f"- {line}" for line in intro[1:])]
     for heading, table in _tables(metrics):
         lines += [
@@ -84,7 +92,7 @@ def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bo
 
 
 COST_COLUMNS = ["dataset", "model", "trainable_parameters", "epochs", "stopped_by", "minutes", "peak_rss_mb",
-                "peak_cuda_mb"]
+                "peak_cuda_mb", "backbone_dtype"]
 COST_NOTE = ("Training only (scoring excluded); minutes sum every epoch, validation included, across resumed "
              "runs; peak memory is this process's resident set (and CUDA's allocation) while the model trained. "
              "`stopped_by`: what ended the last training stage: patience (early stopping: converged), the epoch "
@@ -111,6 +119,7 @@ def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd
                 "minutes": float(epochs["seconds"].sum() / 60),
                 "peak_rss_mb": float(epochs["peak_rss_mb"].max()),
                 "peak_cuda_mb": float(epochs["peak_cuda_mb"].max()),
+                "backbone_dtype": ",".join(sorted(set(epochs["backbone_dtype"].dropna()))) or None,
             })
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"trainable_parameters": "Int64", "stopped_by": "object"})
 
@@ -127,6 +136,8 @@ def _cost_cell(column: str, value) -> str:
         return "?"
     if column == "stopped_by":
         return STOPPED_BY.get(value, str(value))
+    if column == "backbone_dtype":
+        return str(value)
     if column in ("trainable_parameters", "epochs"):
         return f"{int(value):,}"
     return f"{value:.1f}" if column == "minutes" else f"{value:,.0f}"
@@ -140,7 +151,7 @@ def _inline_html(markdown: str) -> str:
 
 def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
     """The tables of :func:`metrics_markdown` as one self-contained HTML page, each column's best in bold."""
-    intro = _intro(exclude_seen, n_negatives)
+    intro = _intro(metrics, exclude_seen, n_negatives)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>llm_seqrec evaluation</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"

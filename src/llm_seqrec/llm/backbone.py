@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_seqrec.llm.device import choose_device, choose_dtype
+from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
 from llm_seqrec.llm.model_files import check_gguf, resolve_model_files
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,12 @@ class Backbone:
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def dtype_name(self) -> str:
+        """``bfloat16``, ``float32``, ...: recorded beside everything the backbone computed (scores,
+        training logs, summary cache keys), since its outputs differ between dtypes."""
+        return dtype_name(self.dtype)
 
 
 def default_model_location() -> tuple[Path, str]:

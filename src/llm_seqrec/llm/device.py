@@ -42,3 +42,8 @@ def choose_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``bfloat16``, ``float32``, ...: how a dtype is recorded in tables and logs."""
+    return str(dtype).removeprefix("torch.")

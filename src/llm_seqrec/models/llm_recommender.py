@@ -144,6 +144,7 @@ class LLMRecommender(nn.Module):
         if config.backbone != backbone.name:
             raise ValueError(f"the adapter was made for backbone {config.backbone!r}, not {backbone.name!r}")
         self.config = config
+        self.backbone_dtype = backbone.dtype_name
         self.tokenizer = backbone.tokenizer
         self.lm = get_peft_model(backbone.model, config.lora.peft_config())
         self.answer_ids = [text_ids(self.tokenizer, answer)[0] for answer in ANSWERS]

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llm_seqrec.llm.device import choose_device, choose_dtype
+from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
 from llm_seqrec.params import TrainingParams
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def fit(
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if autocast_dtype != torch.float32:
-        logger.info("%s: training steps in %s autocast", name, str(autocast_dtype).removeprefix("torch."))
+        logger.info("%s: training steps in %s autocast", name, dtype_name(autocast_dtype))
     model.train()
     while (stopped_by := _stop_reason(state, params)) is None:
         epoch = state["epoch"]
@@ -155,23 +155,24 @@ def fit(
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     """The autocast dtype of ``TrainingParams.precision`` on ``device``: ``auto`` is bfloat16 where
     ``choose_dtype`` picks it (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else float32."""
-    if precision == "auto":
-        return torch.bfloat16 if choose_dtype(device) == torch.bfloat16 else torch.float32
-    return getattr(torch, precision)
+    dtype = choose_dtype(device, precision)
+    return dtype if dtype == torch.bfloat16 else torch.float32
 
 
 TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
-                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by"]
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype"]
 
 
-def training_log(model: str, history: list[dict], stage: int = 1) -> pd.DataFrame:
+def training_log(model: str, history: list[dict], stage: int = 1, backbone_dtype: str = "") -> pd.DataFrame:
     """The ``<model>_training_log`` table every trained model writes: one row per epoch of ``fit``'s
     history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages); the last
-    row of a ``fit`` says in ``stopped_by`` what ended it."""
-    frame = pd.DataFrame([{"model": model, "stage": stage, **record} for record in history], columns=TRAINING_LOG_COLUMNS)
+    row of a ``fit`` says in ``stopped_by`` what ended it. ``backbone_dtype`` is the dtype the frozen
+    LLM ran in (``Backbone.dtype_name``); empty for a model without one."""
+    records = [{"model": model, "stage": stage, **record, "backbone_dtype": backbone_dtype} for record in history]
+    frame = pd.DataFrame(records, columns=TRAINING_LOG_COLUMNS)
     return frame.astype({"model": str, "stage": "int64", "epoch": "int64", "loss": "float64", "metric": "float64",
                          "seconds": "float64", "trainable_parameters": "Int64", "peak_rss_mb": "float64",
-                         "peak_cuda_mb": "float64", "stopped_by": "object"})
+                         "peak_cuda_mb": "float64", "stopped_by": "object", "backbone_dtype": str})
 
 
 class PeakMemory:

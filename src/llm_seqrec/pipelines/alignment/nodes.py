@@ -202,7 +202,7 @@ def train_aligner(
         },
         "state_dict": aligner.to_artifact()["state_dict"],
     }
-    return model, training_log("ra_rec", result.history)
+    return model, training_log("ra_rec", result.history, backbone_dtype=llm.dtype_name)
 
 
 def _aligner(aligner_model: dict) -> IDAligner:
@@ -263,4 +263,4 @@ def score_ra_rec(
                 for u, c in zip(rows["user_idx"], rows["candidates"], strict=True)
             ]
             tables.append(sampled_rows(candidate_scores, rows))
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True).assign(backbone_dtype=llm.dtype_name)

@@ -161,7 +161,7 @@ class _Context:
             validate=self.validate(p.sft.eval_users, p.sft.seed),
             run_config={"model": config.to_dict(), "data": data_fingerprint(examples)},
         )
-        return model, training_log(name, result.history)
+        return model, training_log(name, result.history, backbone_dtype=model.backbone_dtype)
 
     def preference(
         self, sft: LLMRecommender, reference: torch.Tensor, loss: str, name: str, n_users: int
@@ -179,14 +179,14 @@ class _Context:
             validate=self.validate(p.preference.eval_users, p.preference.seed),
             run_config={"model": sft.config.to_dict(), "data": data_fingerprint(examples, reference.tolist())},
         )
-        return sft, training_log(name, result.history)
+        return sft, training_log(name, result.history, backbone_dtype=sft.backbone_dtype)
 
     def score(self, model: LLMRecommender, name: str) -> pd.DataFrame:
         scores = score_candidates(
             model, self.eval_titles, self.user_sequences, self.rows, self.summaries,
             progress=self.evaluation.progress, desc=name,
         )
-        return sampled_rows(scores, self.rows).assign(model=name)
+        return sampled_rows(scores, self.rows).assign(model=name, backbone_dtype=model.backbone_dtype)
 
 
 def train_sft(training_examples, training_items, user_sequences, item_catalog, user_summaries, eval_candidates,
@@ -281,7 +281,8 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
         scores.append(context.score(model, model.config.meta["model"]))
         logs += [sft_log, log]
     if not scores:  # no sweep configured: empty tables of the right shape
-        return sampled_rows([], context.rows.head(0)).assign(model=pd.Series(dtype=str)), training_log("", [])
+        empty = pd.Series(dtype=str)
+        return sampled_rows([], context.rows.head(0)).assign(model=empty, backbone_dtype=empty), training_log("", [])
     return pd.concat(scores, ignore_index=True), pd.concat(logs, ignore_index=True)
 
 

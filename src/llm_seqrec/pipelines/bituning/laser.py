@@ -112,7 +112,7 @@ def train_laser(
     summaries = _summaries(user_summaries, params.use_summary)
     examples = _training_examples(user_sequences, prompts, summaries)
     valid = _validation_users(user_sequences, prompts, summaries, params)
-    log = fit_stages(net, model, examples, valid, params, exclude_seen)
+    log = fit_stages(net, model, examples, valid, params, exclude_seen).assign(backbone_dtype=llm.dtype_name)
     adapter = net.to_artifact(
         prompts=_prompt_config(params).to_dict(),
         use_summary=params.use_summary,
@@ -161,7 +161,7 @@ def score_laser(
              for u, c in zip(candidates["user_idx"], candidates["candidates"], strict=True)],
             candidates,
         ))
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True).assign(backbone_dtype=llm.dtype_name)
 
 
 def preference_tune(
@@ -192,7 +192,7 @@ def preference_tune(
     valid = _validation_users(user_sequences, prompts, summaries, params.model_copy(update={"training": preference.training}))
     logger.info("%s: %s's adapter tuned by %s, one positive against %d negatives per user (beta %s)", model,
                 family, preference.loss, preference.negatives, preference.beta)
-    log = fit_preference(net, model, examples, valid, params, preference, exclude_seen)
+    log = fit_preference(net, model, examples, valid, params, preference, exclude_seen).assign(backbone_dtype=llm.dtype_name)
     config = {key: value for key, value in adapter["config"].items() if key != "model"}
     return net.to_artifact(**config, preference=preference.model_dump(mode="json")), log
 

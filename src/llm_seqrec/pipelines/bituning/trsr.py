@@ -100,7 +100,7 @@ def train_adapter(
         validate=lambda m: sampled_ndcg5(m, titles, user_sequences, valid, summaries),
         run_config={"model": config.to_dict(), "data": data_fingerprint(examples, valid.to_dict("list"))},
     )
-    return model.to_artifact(), training_log(name, result.history)
+    return model.to_artifact(), training_log(name, result.history, backbone_dtype=llm.dtype_name)
 
 
 def train_trsr(*inputs) -> tuple[dict, pd.DataFrame]:
@@ -139,7 +139,7 @@ def score_adapter(
         model, item_titles(item_catalog, backbone_params.max_item_chars), user_sequences, rows, summaries,
         progress=eval_params.progress, desc=name,
     )
-    return sampled_rows(scores, rows), name
+    return sampled_rows(scores, rows).assign(backbone_dtype=model.backbone_dtype), name
 
 
 def score_trsr(*inputs) -> pd.DataFrame:

@@ -71,7 +71,7 @@ def score_llm_zeroshot(
         length_normalize=params.zeroshot_length_normalize,
         progress=params.progress,
     )
-    return sampled_rows(scores, rows)
+    return sampled_rows(scores, rows).assign(backbone_dtype=llm.dtype_name)
 
 
 def compute_metrics(

@@ -74,7 +74,8 @@ def summarize_histories(
         lines=item_lines({i: texts[i] for i in sorted(shown)}, llm.tokenizer, params.item_tokens),
         generate_fn=functools.partial(generate_chat, llm, settings=settings, system=templates.system),
         model=llm.name,
-        generation=settings.identity(),
+        # bf16 and float32 decode to different texts: each dtype has its own cache entries.
+        generation={**settings.identity(), "dtype": llm.dtype_name},
         known=summary_cache.summaries(),
         on_chunk=summary_cache.append,
         chunk_size=params.chunk_size,
