@@ -150,6 +150,8 @@ class MlflowTrackingHook:
             summary = {"trainable_parameters": cost["trainable_parameters"], "train_minutes": cost["minutes"],
                        "peak_rss_mb": cost["peak_rss_mb"], "peak_cuda_mb": cost["peak_cuda_mb"]}
             mlflow.log_metrics({k: float(v) for k, v in summary.items() if _finite(v)})
+            if isinstance(cost["stopped_by"], str):
+                mlflow.set_tag("stopped_by", cost["stopped_by"])
             mlflow.set_tags({f"artifact.{name}": path for name, path in artifacts.items()})
 
     @hook_impl

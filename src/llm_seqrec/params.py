@@ -110,6 +110,12 @@ class TrainingParams(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(5, ge=1)  # epochs without a better validation NDCG@10 before stopping
+    # A time budget (minutes of training, validation included, across resumed runs): a group of
+    # eval_every epochs starts only if, at the mean epoch time so far, it ends within it. None = no limit.
+    max_minutes: float | None = Field(None, gt=0)
+    # Autocast of the training steps: auto = bfloat16 where the device computes it natively
+    # (llm.device.choose_dtype), else float32. Validation always runs in float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
     eval_every: int = Field(1, ge=1)
     eval_users: int | None = Field(None, ge=1)  # seeded validation sample for early stopping; None = all
     checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
@@ -129,6 +135,10 @@ class SASRecParams(Strict):
     attention_dropout: float = Field(0.0, ge=0, lt=1)  # on attention probabilities; costly on CPU
     loss: Literal["ce", "sampled_softmax"] = "ce"
     n_sampled_negatives: int = Field(256, ge=1)
+    # Batches of similar history lengths, so that a batch (cut to its longest member) pads little: each
+    # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
+    # are shuffled. None = plain shuffled batches.
+    bucket_window: int | None = Field(None, ge=1)
     training: TrainingParams = TrainingParams()
 
     @model_validator(mode="after")

@@ -112,3 +112,16 @@ def test_report_ends_with_each_data_sets_training_cost():
     assert "| laser | 728,136 | 1 | 1.5 | 1,234 |" in section
     page = metrics_html(metrics(), cost, exclude_seen=True, n_negatives=20)
     assert "<h2>ml-1m: training cost</h2>" in page and "<td>laser</td><td>728,136</td>" in page
+
+
+def test_the_cost_table_says_what_stopped_each_model_and_marks_a_time_budget_cut():
+    converged = [epoch(10, 900), {**epoch(10, 900), "stopped_by": "patience"}]
+    cut = [epoch(10, 900), {**epoch(10, 900), "stopped_by": "time_budget"}]
+    cost = training_cost("ml-1m", {"sasrec": training_log("sasrec", converged), "other": training_log("other", cut),
+                                   "old": training_log("old", [epoch(10, 900)])})
+    stopped_by = cost.set_index("model")["stopped_by"]
+    assert stopped_by[["sasrec", "other"]].tolist() == ["patience", "time_budget"] and pd.isna(stopped_by["old"])
+    section = metrics_markdown(metrics(), cost, exclude_seen=True, n_negatives=20).split("## ml-1m: training cost")[1]
+    assert "| model | trainable_parameters | epochs | stopped_by | minutes | peak_rss_mb |" in section
+    assert "| sasrec | 1,000 | 2 | patience |" in section and "| other | 1,000 | 2 | TIME BUDGET (still improving) |" in section
+    assert "| old | 1,000 | 1 | ? |" in section

@@ -1,11 +1,13 @@
-"""The recommender losses against hand computations on fixed numbers."""
+"""The recommender losses against hand computations on fixed numbers, and the chunked cross-entropy
+against the whole-logits one."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from llm_seqrec.models.losses import dmpo_loss, sdpo_loss, yes_no_bce
+from llm_seqrec.models.losses import dmpo_loss, linear_cross_entropy, sdpo_loss, yes_no_bce
 
 
 def log_sigmoid(x: float) -> float:
@@ -74,3 +76,41 @@ def test_yes_no_bce_is_the_two_way_softmax_cross_entropy():
     two_way = torch.log_softmax(torch.stack([logit_yes, logit_no], dim=1), dim=1)
     expected = -(labels * two_way[:, 0] + (1 - labels) * two_way[:, 1]).mean()
     torch.testing.assert_close(yes_no_bce(logit_yes - logit_no, labels), expected)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, None])
+def test_linear_cross_entropy_equals_cross_entropy_of_the_whole_logits_with_its_gradients(chunk_rows):
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(37, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(50, 16, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 50, (37,), generator=generator)
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    expected_grads = torch.autograd.grad(2.5 * expected, [hidden, weight])
+    actual = linear_cross_entropy(hidden, weight, targets, chunk_rows)
+    actual_grads = torch.autograd.grad(2.5 * actual, [hidden, weight])  # the upstream gradient is applied
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_cross_entropy_without_gradients_and_with_one_frozen_input():
+    hidden, weight = torch.randn(9, 4), torch.randn(6, 4, requires_grad=True)
+    targets = torch.randint(0, 6, (9,))
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, 4), F.cross_entropy(hidden @ weight.T, targets))
+    (grad,) = torch.autograd.grad(linear_cross_entropy(hidden, weight, targets, 4), [weight])
+    (expected,) = torch.autograd.grad(F.cross_entropy(hidden @ weight.T, targets), [weight])
+    torch.testing.assert_close(grad, expected)
+
+
+def test_linear_cross_entropy_under_bf16_autocast_stays_close_and_returns_float32_gradients():
+    generator = torch.Generator().manual_seed(4)
+    hidden = torch.randn(64, 32, generator=generator, requires_grad=True)
+    weight = (0.1 * torch.randn(300, 32, generator=generator)).requires_grad_()
+    targets = torch.randint(0, 300, (64,), generator=generator)
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = linear_cross_entropy(hidden, weight, targets, 16)
+    actual.backward()
+    assert actual.dtype == hidden.grad.dtype == weight.grad.dtype == torch.float32
+    torch.testing.assert_close(actual, expected, rtol=2e-2, atol=0)

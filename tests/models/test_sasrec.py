@@ -1,10 +1,14 @@
+from unittest import mock
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.metrics import metrics_from_ranks, target_ranks
-from llm_seqrec.models import SASRec, SASRecConfig, left_pad
+from llm_seqrec.models import SASRec, SASRecConfig, left_pad, length_bucketed_batches
 
 N_ITEMS = 30
 
@@ -107,3 +111,42 @@ def test_padding_rows_in_loss_are_ignored():
     wider_seq = torch.cat([torch.zeros(1, 5, dtype=torch.long), seq], 1)
     wider_targets = torch.cat([torch.zeros(1, 5, dtype=torch.long), targets], 1)
     np.testing.assert_allclose(model.loss(seq, targets).item(), model.loss(wider_seq, wider_targets).item(), rtol=1e-6)
+
+
+def test_chunked_loss_equals_the_whole_logits_cross_entropy_on_a_real_batch(amazon_sample):
+    """``SASRec.loss`` (positions with a target gathered, then chunked against the item table) against
+    the loss as it was computed before: ``F.cross_entropy`` of the whole logits; float32, value and
+    every parameter's gradient."""
+    interactions = pd.read_csv(amazon_sample / "interactions.csv").sort_values(["user_id", "timestamp"], kind="stable")
+    item_idx = {item: i + 1 for i, item in enumerate(sorted(interactions["item_id"].unique()))}
+    sequences = [[item_idx[i] for i in items] for items in interactions.groupby("user_id")["item_id"].agg(list)][:64]
+    inputs, targets = left_pad([s[:-1] for s in sequences], 50), left_pad([s[1:] for s in sequences], 50)
+    assert (targets == 0).any() and (targets != 0).sum() > 100  # padding to skip, and many positions
+    model = SASRec(SASRecConfig(n_items=len(item_idx), max_len=50, hidden_size=32, dropout=0.0))
+
+    def gradients(loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip((n for n, _ in model.named_parameters()), torch.autograd.grad(loss, list(model.parameters())), strict=True))
+
+    keep = targets != 0
+    before = F.cross_entropy(model(inputs)[keep] @ model.item_embedding.weight[1:].T, targets[keep] - 1)
+    expected = gradients(before)
+    with mock.patch("llm_seqrec.models.losses.CHUNK_LOGITS", 64 * len(item_idx)):  # several chunks
+        chunked = model.loss(inputs, targets)
+    actual = gradients(chunked)
+    torch.testing.assert_close(chunked, before, rtol=1e-6, atol=0)
+    for name, grad in expected.items():
+        torch.testing.assert_close(actual[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_length_bucketed_batches_hold_every_row_once_with_similar_lengths_in_a_batch():
+    lengths = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(1))
+    batches = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert max(len(b) for b in batches) == 32
+    # within a window of 4 batches the lengths are sorted, so a batch spans far less than random ones do
+    spread = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    plain = length_bucketed_batches(lengths, 32, None, torch.Generator().manual_seed(2))
+    assert sum(spread) < 0.4 * sum(int(lengths[b].max() - lengths[b].min()) for b in plain)
+    again = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))  # the generator decides
+    assert torch.equal(torch.cat(plain), torch.randperm(1000, generator=torch.Generator().manual_seed(2)))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import csv_params, run_kedro
+from conftest import csv_params, layer_path, run_kedro
 from safetensors.torch import load_file
 
 from llm_seqrec.data.schema import SCORE_COLUMNS, split_inputs
@@ -38,6 +39,7 @@ def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample,
 
     log = pd.read_parquet(data / "08_reporting/amazon-scientific/sasrec_training_log.parquet")
     assert log["epoch"].tolist() == [1, 2, 3] and log["metric"].between(0, 1).all()
+    assert log["stopped_by"].iloc[-1] == "epoch_cap"  # the quick env's 3 epochs
 
     embeddings = pd.read_parquet(data / "06_models/amazon-scientific/id_item_embeddings.parquet")
     assert embeddings["item_idx"].tolist() == list(range(1, n_items + 1))
@@ -69,3 +71,23 @@ def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample,
         test_full = full[full["split"] == "test"].set_index("user_idx").loc[sequences["user_idx"]]
         np.testing.assert_array_equal(test_full["rank"], target_ranks(item_scores, torch.tensor(targets)).numpy())
         assert [list(t) for t in test_full["top_items"]] == item_scores.topk(20, dim=1).indices.tolist()
+
+
+def test_sasrec_trains_until_patience_and_a_time_budget_cut_says_so(kedro_project, amazon_sample, caplog):
+    training_log = layer_path(kedro_project, "08_reporting", "sasrec_training_log.parquet")
+    converge = {"sasrec": {"training": {"epochs": 200, "patience": 3}}}
+    run_kedro(kedro_project, ["data_processing", "id_pretraining"], {**csv_params(amazon_sample), **converge})
+    log = pd.read_parquet(training_log)
+    # Stopped by patience, well before the epoch ceiling: the last 3 epochs none better than the best.
+    assert log["stopped_by"].iloc[-1] == "patience" and log["stopped_by"].iloc[:-1].isna().all()
+    assert 3 < len(log) < 200
+    best = int(log.loc[log["metric"].idxmax(), "epoch"])
+    assert log["epoch"].iloc[-1] - best == 3
+
+    budget = {"sasrec": {"training": {"epochs": 200, "patience": 3, "max_minutes": 1e-4}}}  # less than one epoch
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.training.loop"):
+        run_kedro(kedro_project, ["id_pretraining"], {**csv_params(amazon_sample), **budget})
+    log = pd.read_parquet(training_log)
+    assert log["epoch"].tolist() == [1] and log["stopped_by"].tolist() == ["time_budget"]
+    assert "sasrec: stopped by the time budget (0.0001 min) at epoch 1" in caplog.text
+    assert "validation still rising" in caplog.text

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_seqrec.params import TrainingParams
-from llm_seqrec.training import TRAINING_LOG_COLUMNS, PeakMemory, fit, seed_everything, training_log
+from llm_seqrec.training import TRAINING_LOG_COLUMNS, PeakMemory, fit, loop, seed_everything, training_dtype, training_log
 
 FEATURES = 4
 
@@ -231,3 +231,69 @@ def test_peak_memory_sees_a_peak_gone_before_the_block_ends(monkeypatch):
     with PeakMemory(torch.device("cpu"), interval=0.001) as memory:
         time.sleep(0.1)
     assert memory.peak_rss_mb == 900 and memory.peak_cuda_mb is None
+
+
+def test_every_result_says_what_stopped_it():
+    metrics = iter([0.1, 0.5, 0.4, 0.3, 0.2])
+    by_patience = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: next(metrics),
+                      training_params(epochs=10, patience=3), "patience")
+    by_cap = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), negative_mse, training_params(epochs=2), "cap")
+    assert (by_patience.stopped_by, by_cap.stopped_by) == ("patience", "epoch_cap")
+    assert [r["stopped_by"] for r in by_patience.history] == [None] * 4 + ["patience"]
+    log = training_log("cap", by_cap.history)
+    assert log["stopped_by"].iloc[-1] == "epoch_cap" and log["stopped_by"].iloc[:-1].isna().all()
+
+
+def fake_clock(monkeypatch, seconds_per_call: float) -> None:
+    """Every reading of the loop's clock is ``seconds_per_call`` later: each epoch lasts that long."""
+    now = iter(range(0, 10**6))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: seconds_per_call * next(now)))
+
+
+def test_the_time_budget_stops_before_an_epoch_group_that_would_not_fit_and_says_so(monkeypatch, caplog, tmp_path):
+    fake_clock(monkeypatch, 30.0)  # 30 s an epoch
+    rising = iter(range(1, 100))
+    params = training_params(epochs=50, patience=3, eval_every=2, max_minutes=2.5, checkpoint_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.training.loop"):
+        result = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: float(next(rising)), params, "budget")
+    # After 4 epochs (2 min) the next pair would end at 3 min > 2.5: stopped while validation still rises.
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.stopped_by == "time_budget" and result.history[-1]["stopped_by"] == "time_budget"
+    assert result.best_epoch == 4
+    assert "stopped by the time budget (2.5 min) at epoch 4" in caplog.text and "validation still rising" in caplog.text
+
+    # A larger budget continues the run (max_minutes does not change the epochs already done).
+    longer = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: float(next(rising)),
+                 params.model_copy(update={"max_minutes": 3.5}), "budget")
+    assert [r["epoch"] for r in longer.history] == [1, 2, 3, 4, 5, 6] and longer.stopped_by == "time_budget"
+
+
+def test_bf16_autocast_trains_in_bf16_and_validates_in_float32():
+    seen = []
+
+    def loss_fn(model, batch):
+        x, y = batch
+        out = model(x).squeeze(-1)
+        seen.append(out.dtype)
+        return F.mse_loss(out.float(), y)
+
+    def validate(model):
+        seen.append(model(regression_data(4)[0]).dtype)
+        return 0.0
+
+    fit(nn.Linear(FEATURES, 1), loss_fn, shuffled_batches(16), validate, training_params(epochs=1, precision="bfloat16"), "bf16")
+    assert seen == [torch.bfloat16, torch.bfloat16, torch.float32]
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    def capability(native: torch.dtype):
+        return lambda device, requested="auto": native if requested == "auto" else getattr(torch, requested)
+
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.float32))
+    assert training_dtype(torch.device("cpu"), "auto") == torch.float32
+    assert training_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16  # forced
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.bfloat16))
+    assert training_dtype(torch.device("cpu"), "auto") == torch.bfloat16
+    assert training_dtype(torch.device("cpu"), "float32") == torch.float32
+    monkeypatch.setattr(loop, "choose_dtype", capability(torch.float16))  # a GPU without bf16: no fp16 autocast
+    assert training_dtype(torch.device("cuda"), "auto") == torch.float32

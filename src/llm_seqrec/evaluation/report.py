@@ -91,11 +91,15 @@ def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bo
     return "\n".join(lines) + "\n"
 
 
-COST_COLUMNS = ["dataset", "model", "trainable_parameters", "epochs", "minutes", "peak_rss_mb", "peak_cuda_mb",
-                "backbone_dtype"]
+COST_COLUMNS = ["dataset", "model", "trainable_parameters", "epochs", "stopped_by", "minutes", "peak_rss_mb",
+                "peak_cuda_mb", "backbone_dtype"]
 COST_NOTE = ("Training only (scoring excluded); minutes sum every epoch, validation included, across resumed "
              "runs; peak memory is this process's resident set (and CUDA's allocation) while the model trained. "
+             "`stopped_by`: what ended the last training stage: patience (early stopping: converged), the epoch "
+             "cap, or the time budget (`max_minutes`), which cut a model still improving on validation. "
              "`dmpo` and `sdpo` start from `sft`'s adapter; a few-shot `dmpo_u<n>` from `sft_u<n>`.")
+# How the report shows each reason; a time-budget cut is marked, since the model was still improving.
+STOPPED_BY = {"patience": "patience", "epoch_cap": "epoch cap", "time_budget": "TIME BUDGET (still improving)"}
 
 
 def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -111,12 +115,13 @@ def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd
                 "model": model,
                 "trainable_parameters": epochs["trainable_parameters"].max(),
                 "epochs": len(epochs),
+                "stopped_by": epochs["stopped_by"].dropna().iloc[-1] if epochs["stopped_by"].notna().any() else None,
                 "minutes": float(epochs["seconds"].sum() / 60),
                 "peak_rss_mb": float(epochs["peak_rss_mb"].max()),
                 "peak_cuda_mb": float(epochs["peak_cuda_mb"].max()),
                 "backbone_dtype": ",".join(sorted(set(epochs["backbone_dtype"].dropna()))) or None,
             })
-    return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"trainable_parameters": "Int64"})
+    return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"trainable_parameters": "Int64", "stopped_by": "object"})
 
 
 def _cost_tables(cost: pd.DataFrame):
@@ -129,6 +134,8 @@ def _cost_tables(cost: pd.DataFrame):
 def _cost_cell(column: str, value) -> str:
     if pd.isna(value):
         return "?"
+    if column == "stopped_by":
+        return STOPPED_BY.get(value, str(value))
     if column == "backbone_dtype":
         return str(value)
     if column in ("trainable_parameters", "epochs"):

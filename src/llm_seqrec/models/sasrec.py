@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_seqrec.models.losses import linear_cross_entropy
+
 PAD = 0
 
 
@@ -126,7 +128,9 @@ class SASRec(nn.Module):
         return scores
 
     def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-item cross-entropy at every position whose target is not padding.
+        """Next-item cross-entropy over every item at each position whose target is not padding: those
+        positions are gathered first, then scored against the item table chunk by chunk
+        (``linear_cross_entropy``), so the ``[batch, length, items]`` logits are never formed.
 
         With ``negatives`` (item ids ``[S]``, shared by the batch) it is sampled softmax against those
         instead of all items; a negative that equals a position's target is masked out there.
@@ -135,7 +139,7 @@ class SASRec(nn.Module):
         hidden = self.forward(item_seq)[keep]
         targets = targets[keep]
         if negatives is None:
-            return F.cross_entropy(hidden @ self.item_embedding.weight[1:].T, targets - 1)
+            return linear_cross_entropy(hidden, self.item_embedding.weight[1:], targets - 1)
         positive = (hidden * self.item_embedding(targets)).sum(-1, keepdim=True)
         negative = hidden @ self.item_embedding(negatives).T
         negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
@@ -162,3 +166,16 @@ def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
         if kept:
             out[row, length - len(kept):] = torch.as_tensor(kept, dtype=torch.long)
     return out
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, window: int | None,
+                            generator: torch.Generator) -> list[torch.Tensor]:
+    """Row indices of each batch of an epoch: the rows shuffled; with ``window``, sorted by ``lengths``
+    within each run of ``window`` batches and the batches shuffled, so that a batch holds similar lengths."""
+    order = torch.randperm(len(lengths), generator=generator)
+    if window is None:
+        return list(order.split(batch_size))
+    batches = []
+    for part in order.split(window * batch_size):
+        batches += part[torch.argsort(lengths[part], stable=True)].split(batch_size)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]

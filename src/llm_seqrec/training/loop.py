@@ -1,15 +1,21 @@
 """The one training loop every model in the project uses.
 
 ``fit`` owns what is the same for every model: device, seeding, AdamW over the trainable parameters,
-gradient accumulation, validation every ``eval_every`` epochs with early stopping on a
-higher-is-better metric, the best weights, a per-epoch history, and resumable checkpoints. The model
-supplies only ``loss_fn``, ``make_batches`` and ``validate``.
+gradient accumulation, autocast (``precision``), validation every ``eval_every`` epochs with early
+stopping on a higher-is-better metric, the best weights, a per-epoch history, and resumable
+checkpoints. The model supplies only ``loss_fn``, ``make_batches`` and ``validate``.
+
+Training ends for one of three reasons, recorded as ``stopped_by`` (``STOP_REASONS``) on the last
+epoch of the history: ``patience`` (``patience`` epochs without a better validation metric),
+``epoch_cap`` (``epochs`` reached) or ``time_budget`` (the next group of ``eval_every`` epochs would
+not end within ``max_minutes``; logged as a warning, since the model was still improving).
 
 Checkpoints hold tensors and plain Python values only (loaded with ``weights_only=True``). A checkpoint
 is resumed only when the run it recorded is the same run: the same ``run_config`` from the caller (model
 configuration, a fingerprint of the data) and the same training settings, except those that do not
-change the epochs already done (``epochs``, ``patience``, ``progress``, ``checkpoint_dir``, ``device``).
-So raising ``epochs`` or ``patience`` continues a finished run, and repeating it returns at once.
+change the epochs already done (``epochs``, ``patience``, ``max_minutes``, ``progress``,
+``checkpoint_dir``, ``device``). So raising ``epochs``, ``patience`` or ``max_minutes`` continues a
+finished run, and repeating it returns at once.
 
 Every epoch's record also says what it cost: the trainable parameters, its seconds and the peak memory
 while it ran (``training_log`` turns a history into the one training-log table every model writes).
@@ -36,13 +42,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llm_seqrec.llm.device import choose_device
+from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
 from llm_seqrec.params import TrainingParams
 
 logger = logging.getLogger(__name__)
 
 # Settings that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "progress", "checkpoint_dir", "device"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "max_minutes", "progress", "checkpoint_dir", "device"})
+STOP_REASONS = ("patience", "epoch_cap", "time_budget")
 
 
 @dataclass
@@ -51,10 +58,12 @@ class FitResult:
     # the model holds these weights after ``fit``.
     best_state_dict: dict[str, torch.Tensor]
     # Per epoch: epoch (1-based), loss (mean over batches), metric (None if not validated), seconds,
-    # trainable_parameters, peak_rss_mb (this process), peak_cuda_mb (None off CUDA).
+    # trainable_parameters, peak_rss_mb (this process), peak_cuda_mb (None off CUDA), stopped_by
+    # (None but on the last epoch: one of STOP_REASONS).
     history: list[dict]
     best_metric: float | None  # None when no validation ran
     best_epoch: int
+    stopped_by: str  # one of STOP_REASONS
 
 
 def fit(
@@ -79,6 +88,7 @@ def fit(
     ``run_config`` (JSON-serialisable) identifies the run for resuming, beside the training settings.
     """
     device = choose_device(params.device)
+    autocast_dtype = training_dtype(device, params.precision)
     model.to(device)
     seed_everything(params.seed)
     optimizer = torch.optim.AdamW(
@@ -100,14 +110,17 @@ def fit(
             logger.warning("%s: checkpoint %s is from a different configuration; starting afresh", name, checkpoint)
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if autocast_dtype != torch.float32:
+        logger.info("%s: training steps in %s autocast", name, dtype_name(autocast_dtype))
     model.train()
-    while state["epoch"] < params.epochs and not _patience_spent(state, params):
+    while (stopped_by := _stop_reason(state, params)) is None:
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
         with PeakMemory(device) as memory:
-            loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
-                                desc=f"{name} epoch {epoch + 1}/{params.epochs}")
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+                loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
+                                    desc=f"{name} epoch {epoch + 1}/{params.epochs}")
             metric = None
             if validate is not None and (epoch + 1) % params.eval_every == 0:
                 model.eval()
@@ -129,27 +142,37 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(record)
 
+    _log_stop(name, stopped_by, state, params)
     if state["best_state"] is None:
         state["best_state"], state["best_epoch"] = _trained_state(model, copy=True), state["epoch"]
     _load_trained_state(model, state["best_state"])
     model.eval()
-    return FitResult(state["best_state"], state["history"], state["best_metric"], state["best_epoch"])
+    history = [{**record, "stopped_by": None} for record in state["history"]]
+    history[-1]["stopped_by"] = stopped_by
+    return FitResult(state["best_state"], history, state["best_metric"], state["best_epoch"], stopped_by)
+
+
+def training_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """The autocast dtype of ``TrainingParams.precision`` on ``device``: ``auto`` is bfloat16 where
+    ``choose_dtype`` picks it (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else float32."""
+    dtype = choose_dtype(device, precision)
+    return dtype if dtype == torch.bfloat16 else torch.float32
 
 
 TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
-                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "backbone_dtype"]
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype"]
 
 
 def training_log(model: str, history: list[dict], stage: int = 1, backbone_dtype: str = "") -> pd.DataFrame:
     """The ``<model>_training_log`` table every trained model writes: one row per epoch of ``fit``'s
-    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages).
-    ``backbone_dtype`` is the dtype the frozen LLM ran in (``Backbone.dtype_name``); empty for a model
-    without one."""
+    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages); the last
+    row of a ``fit`` says in ``stopped_by`` what ended it. ``backbone_dtype`` is the dtype the frozen
+    LLM ran in (``Backbone.dtype_name``); empty for a model without one."""
     records = [{"model": model, "stage": stage, **record, "backbone_dtype": backbone_dtype} for record in history]
     frame = pd.DataFrame(records, columns=TRAINING_LOG_COLUMNS)
     return frame.astype({"model": str, "stage": "int64", "epoch": "int64", "loss": "float64", "metric": "float64",
                          "seconds": "float64", "trainable_parameters": "Int64", "peak_rss_mb": "float64",
-                         "peak_cuda_mb": "float64", "backbone_dtype": str})
+                         "peak_cuda_mb": "float64", "stopped_by": "object", "backbone_dtype": str})
 
 
 class PeakMemory:
@@ -206,10 +229,37 @@ def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingParams, dev
     return total / count
 
 
-def _patience_spent(state: dict, params: TrainingParams) -> bool:
-    """``patience`` epochs since the best one, judged at a validation (so no trained epoch goes unseen)."""
-    validated = bool(state["history"]) and state["history"][-1]["metric"] is not None
-    return validated and state["epoch"] - state["best_epoch"] >= params.patience
+def _stop_reason(state: dict, params: TrainingParams) -> str | None:
+    """Why training stops before the next epoch (one of ``STOP_REASONS``), or None to go on.
+
+    Patience is judged at a validation, so no trained epoch goes unseen; so is the time budget, which
+    lets a group of ``eval_every`` epochs start only if, at the mean epoch time so far, it ends within
+    ``max_minutes``."""
+    history = state["history"]
+    validated = bool(history) and history[-1]["metric"] is not None
+    if validated and state["epoch"] - state["best_epoch"] >= params.patience:
+        return "patience"
+    if state["epoch"] >= params.epochs:
+        return "epoch_cap"
+    if params.max_minutes is not None and history and state["epoch"] % params.eval_every == 0:
+        spent = sum(record["seconds"] for record in history)
+        if spent + params.eval_every * spent / len(history) > params.max_minutes * 60:
+            return "time_budget"
+    return None
+
+
+def _log_stop(name: str, stopped_by: str, state: dict, params: TrainingParams) -> None:
+    minutes = sum(record["seconds"] for record in state["history"]) / 60
+    best = ("no validation" if state["best_metric"] is None
+            else f"best validation {state['best_metric']:.4f} at epoch {state['best_epoch']}")
+    if stopped_by == "time_budget":
+        logger.warning("%s: stopped by the time budget (%g min) at epoch %d after %.1f min, validation still rising "
+                       "(%s; patience %d not spent)", name, params.max_minutes, state["epoch"], minutes, best,
+                       params.patience)
+    else:
+        reason = {"patience": f"by patience ({params.patience} epochs)", "epoch_cap": f"at the epoch cap ({params.epochs})"}
+        logger.info("%s: stopped %s at epoch %d after %.1f min (%s)", name, reason[stopped_by], state["epoch"],
+                    minutes, best)
 
 
 def _to_device(batch, device: torch.device):
@@ -286,4 +336,5 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
             os.remove(tmp)
 
 
-__all__ = ["TRAINING_LOG_COLUMNS", "FitResult", "PeakMemory", "fit", "seed_everything", "training_log"]
+__all__ = ["STOP_REASONS", "TRAINING_LOG_COLUMNS", "FitResult", "PeakMemory", "fit", "seed_everything", "training_dtype",
+           "training_log"]

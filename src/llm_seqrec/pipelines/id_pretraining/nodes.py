@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.protocol import full_ranking_rows, sampled_rows
 from llm_seqrec.llm.device import choose_device
-from llm_seqrec.models.sasrec import PAD, SASRec, SASRecConfig, left_pad
+from llm_seqrec.models.sasrec import PAD, SASRec, SASRecConfig, left_pad, length_bucketed_batches
 from llm_seqrec.params import EvaluationParams, SASRecParams
 from llm_seqrec.training import fit, seed_everything, training_log
 
@@ -42,12 +43,14 @@ def train_sasrec(
     inputs = left_pad([s[:-1] for s in sequences], params.max_len)
     targets = left_pad([s[1:] for s in sequences], params.max_len)
     lengths = (inputs != PAD).sum(1)
+    # Each batch's mean loss is weighted by its share of the epoch's target positions, so that an epoch
+    # optimises the mean over every position however the batches group them (length buckets do not
+    # up-weight the positions of short histories).
+    positions_per_batch = float(lengths.sum()) / math.ceil(len(inputs) / training.batch_size)
     n_negatives = params.n_sampled_negatives if params.loss == "sampled_softmax" else None
 
     def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict]:
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), training.batch_size):
-            rows = order[start : start + training.batch_size]
+        for rows in length_bucketed_batches(lengths, training.batch_size, params.bucket_window, generator):
             width = int(lengths[rows].max())
             batch = {"item_seq": inputs[rows, -width:], "targets": targets[rows, -width:]}
             if n_negatives is not None:
@@ -74,10 +77,14 @@ def train_sasrec(
         "model": config.to_dict(),
         "loss": params.loss,
         "n_sampled_negatives": n_negatives,
+        "bucket_window": params.bucket_window,
         "exclude_seen": exclude_seen,
         "data": fingerprint.hexdigest(),
     }
-    result = fit(model, lambda m, batch: m.loss(**batch), make_batches, validate, training, "sasrec", run_config)
+    def loss_fn(model: SASRec, batch: dict) -> torch.Tensor:
+        return model.loss(**batch) * ((batch["targets"] != PAD).sum() / positions_per_batch)
+
+    result = fit(model, loss_fn, make_batches, validate, training, "sasrec", run_config)
     return model.to_artifact(), training_log("sasrec", result.history)
 
 
