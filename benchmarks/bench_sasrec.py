@@ -12,8 +12,8 @@ side by side:
   ``F.cross_entropy``;
 - ``fp32``: the project's step in float32 (what a CPU without native bf16 runs) with the default
   run's batching: ``SASRec.loss``, the chunked ``linear_cross_entropy``;
-- ``bf16``: the same under bfloat16 autocast, run only where ``llm.device.choose_dtype`` picks bf16
-  (AVX512-BF16 or AMX, or a GPU with bf16);
+- ``bf16``: the same under bfloat16 autocast, run only where the device has native bf16 (a CPU with
+  AVX512-BF16 or AMX, or a GPU with bf16);
 - ``buckets``: ``fp32`` with batches of similar history lengths (``bucket_window: 16``).
 
 The model settings are the default run's ``sasrec`` parameters (``--set`` overrides them, dotted below
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
-from llm_seqrec.llm.device import choose_device
+from llm_seqrec.llm.device import choose_device, cpu_has_fast_bf16
 from llm_seqrec.models.sasrec import PAD, SASRec
 from llm_seqrec.pipelines.id_pretraining.nodes import compute_user_states, score_sasrec, train_sasrec
 from llm_seqrec.training import training_dtype
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     sasrec = OmegaConf.to_container(OmegaConf.merge(conf["sasrec"], overrides, OmegaConf.from_dotlist(args.set)))
     evaluation = conf["evaluation"]
     device = choose_device(args.device)
-    native_bf16 = training_dtype(device, "auto") == torch.bfloat16
+    native_bf16 = cpu_has_fast_bf16() if device.type == "cpu" else training_dtype(device, "auto") == torch.bfloat16
     arms = [arm for arm in args.arms if arm != "bf16" or native_bf16]
 
     user_sequences, item_catalog = primary_tables(args.dataset, args.primary)

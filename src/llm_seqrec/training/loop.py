@@ -154,7 +154,8 @@ def fit(
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     """The autocast dtype of ``TrainingParams.precision`` on ``device``: ``auto`` is bfloat16 where
-    ``choose_dtype`` picks it (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else float32."""
+    ``choose_dtype`` picks it (a GPU with bf16; never a CPU, where bf16 autocast measured slower for
+    SASRec too: bench_sasrec), else float32."""
     dtype = choose_dtype(device, precision)
     return dtype if dtype == torch.bfloat16 else torch.float32
 
