@@ -101,7 +101,7 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(kedro_project, am
     tables = {}
     for model in ("sft", "dmpo", "sdpo"):
         scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", f"{model}_scores.parquet"))
-        assert list(scores.columns) == [*SCORE_COLUMNS, "model", "backbone_dtype"] and set(scores["model"]) == {model}
+        assert list(scores.columns) == [*SCORE_COLUMNS, "backbone_dtype", "model"] and set(scores["model"]) == {model}
         assert set(scores["backbone_dtype"]) == {AUTO_DTYPE}
         assert sorted(set(scores["user_idx"])) == sample.tolist() and len(scores) == 2 * SAMPLE
         assert all(np.isfinite(s).all() and (s < 0).all() and len(s) == 21 for s in scores["candidate_scores"])
