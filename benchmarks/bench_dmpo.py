@@ -36,7 +36,8 @@ from llm_seqrec.models.llm_recommender import (
     train_cutoff_examples,
     training_users,
 )
-from llm_seqrec.params import DMPOParams, TrainingParams
+from llm_seqrec.params import DMPOParams
+from llm_seqrec.training import TrainingConfig
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
 from project import AMAZON  # benchmarks/ is the script's folder
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     reference = reference_logprobs(model, examples, titles)
     reference_seconds = time.perf_counter() - started
 
-    training = TrainingParams(epochs=1, batch_size=args.batch_size, lr=params.preference.lr, checkpoint_dir=None,
+    training = TrainingConfig(epochs=1, batch_size=args.batch_size, lr=params.preference.lr, checkpoint_dir=None,
                               progress=False, device=args.device)
     started = time.perf_counter()
     fit_preference(model, examples, titles, reference, "dmpo", params.beta, 0.0, training, "bench_dmpo")

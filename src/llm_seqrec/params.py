@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm_seqrec.llm.model_files import resolve_model_files
+from llm_seqrec.training.config import TrainingConfig
 
 
 class Strict(BaseModel):
@@ -101,29 +102,6 @@ class BackboneParams(Strict):
         return self.model_dump(include={"path", "gguf_file", "dtype", "device"})
 
 
-class TrainingParams(Strict):
-    """The shared training loop's settings, nested in each model's section as ``training``."""
-
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(128, ge=1)
-    grad_accumulation: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(5, ge=1)  # epochs without a better validation NDCG@10 before stopping
-    # A time budget (minutes of training, validation included, across resumed runs): a group of
-    # eval_every epochs starts only if, at the mean epoch time so far, it ends within it. None = no limit.
-    max_minutes: float | None = Field(None, gt=0)
-    # Autocast of the training steps: auto = bfloat16 where the device computes it natively
-    # (llm.device.choose_dtype), else float32. Validation always runs in float32.
-    precision: Literal["auto", "float32", "bfloat16"] = "float32"
-    eval_every: int = Field(1, ge=1)
-    eval_users: int | None = Field(None, ge=1)  # seeded validation sample for early stopping; None = all
-    checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
-    seed: int = 42
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    progress: bool = True
-
-
 class SASRecParams(Strict):
     """SASRec (``sasrec.*``)."""
 
@@ -139,7 +117,7 @@ class SASRecParams(Strict):
     # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
     # are shuffled. None = plain shuffled batches.
     bucket_window: int | None = Field(None, ge=1)
-    training: TrainingParams = TrainingParams()
+    training: TrainingConfig = TrainingConfig()
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "SASRecParams":
@@ -233,7 +211,7 @@ class AlignmentParams(Strict):
     infonce_weight: float = Field(0.1, ge=0)
     infonce_temperature: float = Field(0.1, gt=0)
     eval_batch_size: int = Field(16, ge=1)  # users per LLM pass when validating and scoring
-    training: TrainingParams = TrainingParams(epochs=2, batch_size=8, lr=2e-3, patience=2, eval_users=64)
+    training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=2e-3, patience=2, eval_users=64)
 
 
 class LoraParams(Strict):
@@ -254,7 +232,7 @@ class TRSRParams(Strict):
     negatives: int = Field(1, ge=1)  # random negatives per positive, drawn afresh each epoch (paper: 1:1)
     seed: int = 42  # order of the training users
     lora: LoraParams = LoraParams()
-    training: TrainingParams = TrainingParams(epochs=2, batch_size=8, lr=3e-3, patience=1, eval_users=32)
+    training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=3e-3, patience=1, eval_users=32)
 
 
 class DMPOParams(Strict):
@@ -272,8 +250,8 @@ class DMPOParams(Strict):
     train_dataset: DatasetParams | None = None  # set in dmpo_transfer only: the data set trained on
     seed: int = 42  # order of the training users and the negatives
     lora: LoraParams = LoraParams()
-    sft: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
-    preference: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=1e-3, eval_every=2)
+    sft: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
+    preference: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=1e-3, eval_every=2)
 
     @field_validator("few_shot_users")
     def _sizes(cls, sizes: list[int]) -> list[int]:
@@ -350,7 +328,7 @@ class LaserModelParams(Strict):
     stage1_epochs: int = Field(1, ge=0)  # the first epochs train the item side too (items re-encoded each epoch)
     item_batch_size: int = Field(64, ge=1)  # items per no-grad LLM pass when encoding the catalogue
     score_batch_size: int = Field(16, ge=1)  # users per no-grad LLM pass when validating and scoring
-    training: TrainingParams = TrainingParams(epochs=3, batch_size=8, lr=1e-3, patience=2, eval_users=64)
+    training: TrainingConfig = TrainingConfig(epochs=3, batch_size=8, lr=1e-3, patience=2, eval_users=64)
 
     @model_validator(mode="after")
     def _stages(self) -> "LaserModelParams":
@@ -378,7 +356,7 @@ class BiTuningPreferenceParams(Strict):
     beta: float = Field(1.0, gt=0)
     sft_weight: float = Field(0.0, ge=0)  # weight of the Bi-Tuning contrastive loss added to the preference loss
     train_users: int | None = Field(128, ge=1)  # seeded users per epoch; None = every user
-    training: TrainingParams = TrainingParams(epochs=1, batch_size=8, lr=5e-4, patience=1, eval_users=64)
+    training: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=5e-4, patience=1, eval_users=64)
 
 
 class _BiTuningFamilyParams(LaserModelParams):

@@ -14,7 +14,7 @@ from llm_seqrec.models.aligner import (
     layerwise_infonce,
     weights_fingerprint,
 )
-from llm_seqrec.params import TrainingParams
+from llm_seqrec.training import TrainingConfig
 from llm_seqrec.training import fit
 
 N_ITEMS, ID_DIM, HIDDEN, LAYERS = 12, 8, 32, 3
@@ -129,7 +129,7 @@ def test_training_moves_the_aligner_and_leaves_llm_and_id_table_unchanged(model,
     table_before = model.aligner.id_table.clone()
     aligner_before = {k: v.clone() for k, v in model.aligner.named_parameters()}
     batches = [training_batch(model, HISTORIES, [4, 1, 2, 3]) for _ in range(3)]
-    params = TrainingParams(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    params = TrainingConfig(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False)
     result = fit(model.aligner, lambda _a, b: model.loss(b, 0.1, 0.1), lambda epoch, g: batches, None, params, "aligner")
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert weights_fingerprint(decoder.state_dict().items()) == llm_before

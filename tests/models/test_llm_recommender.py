@@ -25,14 +25,14 @@ from llm_seqrec.models.llm_recommender import (
     train_cutoff_examples,
     training_users,
 )
-from llm_seqrec.params import TrainingParams
+from llm_seqrec.training import TrainingConfig
 
 TITLES = {1: "Nitrile gloves", 2: "Digital multimeter with probes", 3: "Pipette tips", 4: "Safety goggles",
           5: "Soldering iron kit 60W", 6: "Beaker set"}
 
 
-def tiny_training(**changes) -> TrainingParams:
-    return TrainingParams(**{"epochs": 1, "batch_size": 2, "lr": 0.01, "checkpoint_dir": None, "progress": False, **changes})
+def tiny_training(**changes) -> TrainingConfig:
+    return TrainingConfig(**{"epochs": 1, "batch_size": 2, "lr": 0.01, "checkpoint_dir": None, "progress": False, **changes})
 
 
 def recommender(head: str, **prompt) -> LLMRecommender:

@@ -1,5 +1,6 @@
 import logging
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import psutil
@@ -8,14 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_seqrec.params import TrainingParams
-from llm_seqrec.training import TRAINING_LOG_COLUMNS, PeakMemory, fit, loop, seed_everything, training_dtype, training_log
+from llm_seqrec.training import (
+    TRAINING_LOG_COLUMNS,
+    PeakMemory,
+    TrainingConfig,
+    fit,
+    loop,
+    seed_everything,
+    training_dtype,
+    training_log,
+)
 
 FEATURES = 4
 
 
-def training_params(**overrides) -> TrainingParams:
-    return TrainingParams(**{"epochs": 6, "batch_size": 8, "lr": 0.05, "patience": 3, "device": "cpu",
+def training_params(**overrides) -> TrainingConfig:
+    return TrainingConfig(**{"epochs": 6, "batch_size": 8, "lr": 0.05, "patience": 3, "device": "cpu",
                              "progress": False, **overrides})
 
 
@@ -140,7 +149,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     params = training_params(epochs=6, patience=10)
     expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "resume")
 
-    checkpointed = params.model_copy(update={"checkpoint_dir": tmp_path})
+    checkpointed = replace(params, checkpoint_dir=tmp_path)
     with pytest.raises(Interrupt):
         fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume",
             on_epoch_end=interrupt_after(2))
@@ -152,8 +161,8 @@ def test_more_epochs_continue_a_finished_run(tmp_path, caplog):
     params = training_params(epochs=6, patience=10)
     expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "longer")
 
-    checkpointed = params.model_copy(update={"checkpoint_dir": tmp_path})
-    fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed.model_copy(update={"epochs": 3}), "longer")
+    checkpointed = replace(params, checkpoint_dir=tmp_path)
+    fit(dropout_model(), mse, shuffled_batches(8), negative_mse, replace(checkpointed, epochs=3), "longer")
     with caplog.at_level(logging.INFO, logger="llm_seqrec.training.loop"):
         resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "longer")
     assert "resuming" in caplog.text and "after epoch 3" in caplog.text
@@ -178,7 +187,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
     params = training_params(epochs=2, checkpoint_dir=tmp_path)
     fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "changed", run_config={"hidden": 16})
     with caplog.at_level(logging.WARNING, logger="llm_seqrec.training.loop"):
-        result = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params.model_copy(update={"lr": 0.01}),
+        result = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, replace(params, lr=0.01),
                      "changed", run_config={"hidden": 16})
     assert "different configuration" in caplog.text
     assert [r["epoch"] for r in result.history] == [1, 2]
@@ -202,7 +211,7 @@ def test_frozen_parameters_are_neither_trained_nor_stored(tmp_path):
     assert set(saved["model"]) == set(saved["best_state"]) == {"1.weight", "1.bias"}
 
     resumed_model = partly_frozen()
-    resumed = fit(resumed_model, mse, shuffled_batches(8), negative_mse, params.model_copy(update={"epochs": 3}), "frozen")
+    resumed = fit(resumed_model, mse, shuffled_batches(8), negative_mse, replace(params, epochs=3), "frozen")
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert torch.equal(resumed_model[0].weight, frozen)
 
@@ -264,7 +273,7 @@ def test_the_time_budget_stops_before_an_epoch_group_that_would_not_fit_and_says
 
     # A larger budget continues the run (max_minutes does not change the epochs already done).
     longer = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: float(next(rising)),
-                 params.model_copy(update={"max_minutes": 3.5}), "budget")
+                 replace(params, max_minutes=3.5), "budget")
     assert [r["epoch"] for r in longer.history] == [1, 2, 3, 4, 5, 6] and longer.stopped_by == "time_budget"
 
 

@@ -41,7 +41,7 @@ from llm_seqrec.llm.backbone import Backbone
 from llm_seqrec.llm.prompts import SYSTEM, chat_prompt_ids, recent_items_message, text_ids
 from llm_seqrec.llm.scoring import score_continuations
 from llm_seqrec.models.losses import PREFERENCE_LOSSES, yes_no_bce
-from llm_seqrec.params import TrainingParams
+from llm_seqrec.training import TrainingConfig
 from llm_seqrec.training import FitResult, fit
 
 Head = Literal["yes_no", "likelihood"]
@@ -383,7 +383,7 @@ def fit_yes_no(
     titles: Mapping[int, str],
     n_items: int,
     negatives: int,
-    training: TrainingParams,
+    training: TrainingConfig,
     name: str,
     validate: Callable[[LLMRecommender], float] | None = None,
     run_config: dict | None = None,
@@ -416,7 +416,7 @@ def fit_sft(
     model: LLMRecommender,
     examples: Sequence[Example],
     titles: Mapping[int, str],
-    training: TrainingParams,
+    training: TrainingConfig,
     name: str,
     validate: Callable[[LLMRecommender], float] | None = None,
     run_config: dict | None = None,
@@ -463,7 +463,7 @@ def fit_preference(
     loss: Literal["dmpo", "sdpo"],
     beta: float,
     sft_weight: float,
-    training: TrainingParams,
+    training: TrainingConfig,
     name: str,
     validate: Callable[[LLMRecommender], float] | None = None,
     run_config: dict | None = None,

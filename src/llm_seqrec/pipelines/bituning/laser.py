@@ -25,6 +25,8 @@ the stage runs after summarization and alignment, as in a full ``kedro run``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hashlib
 import json
 import logging
@@ -382,7 +384,7 @@ def fit_stages(
             lambda model, batch: model.loss(**batch),
             make_batches,
             _validator(valid, params, exclude_seen, training.progress),
-            training.model_copy(update={"epochs": epochs}),
+            replace(training, epochs=epochs),
             f"{name}_stage{stage}",
             {**run_config, "stage": stage, "start": start},
         )

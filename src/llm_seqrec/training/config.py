@@ -1,0 +1,35 @@
+"""The shared training loop's settings: one definition, read by ``fit`` and, nested as ``training`` in
+each model's parameter section, validated by ``params`` (the ``Annotated`` bounds are pydantic's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt
+from pydantic import ConfigDict
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    epochs: Annotated[int, Ge(1)] = 50
+    batch_size: Annotated[int, Ge(1)] = 128
+    grad_accumulation: Annotated[int, Ge(1)] = 1
+    lr: Annotated[float, Gt(0)] = 1e-3
+    weight_decay: Annotated[float, Ge(0)] = 0.0
+    patience: Annotated[int, Ge(1)] = 5  # epochs without a better validation metric before stopping
+    # A time budget (minutes of training, validation included, across resumed runs): a group of
+    # eval_every epochs starts only if, at the mean epoch time so far, it ends within it. None = no limit.
+    max_minutes: Annotated[float, Gt(0)] | None = None
+    # Autocast of the training steps: auto = bfloat16 where the device computes it natively
+    # (llm.device.choose_dtype), else float32. Validation always runs in float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
+    eval_every: Annotated[int, Ge(1)] = 1
+    eval_users: Annotated[int, Ge(1)] | None = None  # seeded validation sample for early stopping; None = all
+    checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    progress: bool = True
