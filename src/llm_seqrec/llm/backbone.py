@@ -137,3 +137,15 @@ def _load_pristine(path: str | None, gguf_file: str | None, dtype: str, device: 
     model.requires_grad_(False)
     logger.info("Backbone %s on %s in %s", name, torch_device, dtype)
     return Backbone(model=model, tokenizer=tokenizer, name=name, device=torch_device, dtype=torch_dtype)
+
+
+def check_training_device(llm: Backbone, training_device: str) -> Backbone:
+    """The one policy for a model that trains parts around the frozen backbone: both sit on one
+    device, and a configuration that asks for two is refused rather than silently moved."""
+    wanted = choose_device(training_device)
+    if llm.device != wanted:
+        raise ValueError(
+            f"backbone.device puts the LLM on {llm.device} but the model's training.device asks for {wanted}: "
+            "set both to the same device"
+        )
+    return llm
