@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError
+
+from llm_seqrec.data.files import atomic_write
 
 
 class MetricsCSVDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
@@ -38,15 +38,7 @@ class MetricsCSVDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             kept = self.load()
             kept = kept[~kept[self._key].isin(data[self._key].unique())]
             frame = pd.concat([kept, data], ignore_index=True)
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._filepath.name}.", dir=self._filepath.parent)
-        os.close(fd)
-        try:
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, self._filepath)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(self._filepath, lambda tmp: frame.to_csv(tmp, index=False))
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

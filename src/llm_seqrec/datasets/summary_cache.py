@@ -9,7 +9,6 @@ keeps its first row.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 from kedro.io.core import AbstractDataset
 from kedro_datasets._typing import TablePreview
 
+from llm_seqrec.data.files import atomic_write
 from llm_seqrec.llm.summarize import CACHE_COLUMNS
 
 _TYPES = {
@@ -60,14 +60,7 @@ class SummaryCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         # Names sort by time, so "first row per key" means the earliest written.
         name = f"part-{time.time_ns():020d}-{os.getpid()}.parquet"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=self.folder)
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(self.folder / name, lambda tmp: pq.write_table(table, tmp))
         self._frame = pd.concat([self._frame, table.to_pandas()], ignore_index=True)
 
     def to_frame(self) -> pd.DataFrame:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,16 +18,7 @@ import pandas as pd
 from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 from safetensors.torch import load_file, save_file
 
-
-def _atomic_replace_dir(tmp_dir: Path, target: Path) -> None:
-    if target.exists():
-        backup = target.with_name(target.name + ".old")
-        shutil.rmtree(backup, ignore_errors=True)
-        target.rename(backup)
-        tmp_dir.rename(target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        tmp_dir.rename(target)
+from llm_seqrec.data.files import atomic_write, atomic_write_dir
 
 
 class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
@@ -71,16 +60,13 @@ class TorchWeightsDataset(AbstractVersionedDataset[dict, dict]):
     def save(self, data: dict) -> None:
         if set(data) != {"config", "state_dict"}:
             raise DatasetError(f"{type(self).__name__} saves {{'config', 'state_dict'}}, got keys {sorted(data)}")
-        path = Path(self._get_save_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self._write_config(tmp, data["config"])
-            tensors = {k: v.detach().cpu().contiguous() for k, v in data["state_dict"].items()}
-            save_file(tensors, str(tmp / self.WEIGHTS))
-            _atomic_replace_dir(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in data["state_dict"].items()}
+
+        def write(folder: Path) -> None:
+            self._write_config(folder, data["config"])
+            save_file(tensors, str(folder / self.WEIGHTS))
+
+        atomic_write_dir(self._get_save_path(), write)
 
     def _exists(self) -> bool:
         try:
@@ -117,15 +103,7 @@ class AtomicParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         return pd.read_parquet(self._filepath)
 
     def save(self, data: pd.DataFrame) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._filepath.name}.", dir=self._filepath.parent)
-        os.close(fd)
-        try:
-            data.to_parquet(tmp, index=False, **self._save_args)
-            os.replace(tmp, self._filepath)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(self._filepath, lambda tmp: data.to_parquet(tmp, index=False, **self._save_args))
 
     def _exists(self) -> bool:
         return self._optional or self._filepath.is_file()

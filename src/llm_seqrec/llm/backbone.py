@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_seqrec.data.files import atomic_write_dir
 from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
 from llm_seqrec.llm.model_files import check_gguf, resolve_model_files
 
@@ -76,20 +77,16 @@ def _load_gguf(folder: Path, gguf_file: str, dtype: torch.dtype) -> tuple[PreTra
         logger.info("De-quantising %s once into %s", file, cache)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        model.config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
-        save_file(state, str(tmp / "model.safetensors"))
-        if cache.exists():  # another process finished first
-            import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(cache)
+        def write(folder: Path) -> None:
+            model.config.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            save_file(state, str(folder / "model.safetensors"))
+
+        atomic_write_dir(cache, write)
     config = AutoConfig.from_pretrained(cache)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     missing, unexpected = model.load_state_dict(load_file(str(cache / "model.safetensors")), strict=False)

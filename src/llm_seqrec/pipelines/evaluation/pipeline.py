@@ -1,5 +1,7 @@
 from kedro.pipeline import Node, Pipeline
 
+from llm_seqrec.pipelines import model_datasets
+
 from .nodes import (
     compute_metrics,
     plot_metrics,
@@ -10,32 +12,11 @@ from .nodes import (
     tabulate_training_cost,
 )
 
-# Every model whose ``<model>_scores`` the metrics cover; a stage that adds a model adds its name here.
-SCORED_MODELS = (
-    "pop",
-    "sasrec",
-    "llm_zeroshot",
-    "ra_rec",
-    "laser",
-    "laser_no_moe",
-    "laser_no_prefix",
-    "laser_no_stage1",
-    "fusion",
-    "fusion_dmpo",
-    "fusion_no_summary",
-    "fusion_no_aligned_ids",
-    "fusion_no_prefix",
-    "trsr",
-    "trsr_no_summary",
-    "sft",
-    "dmpo",
-    "sdpo",
-    "dmpo_few_shot",  # one table, a `model` column per few-shot budget (dmpo_u64, ...)
-    "dmpo_transfer",  # one table: sft, dmpo and sdpo trained on another data set (dmpo_from_ml-1m, ...)
-)
+# The models this stage scores itself, untrained; every other model's scores and training log are the
+# model stages' outputs (``pipelines.model_datasets``).
 UNTRAINED = ("pop", "llm_zeroshot")
-# Every trained model writes ``<model>_training_log``: the training-cost table reads them all.
-TRAINED_MODELS = tuple(model for model in SCORED_MODELS if model not in UNTRAINED)
+TRAINED_MODELS = model_datasets("training_log")
+SCORED_MODELS = (*UNTRAINED, *model_datasets("scores"))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
