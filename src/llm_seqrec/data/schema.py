@@ -16,6 +16,9 @@
     counted half), n_ranked int64, top_items list[int64] (full: the model's top 20),
     candidate_scores list[float64] (sampled: scores aligned with eval_candidates.candidates)
     and, for a model that runs the frozen LLM, backbone_dtype str (the dtype it scored in)
+``<model>_training_log`` (08_reporting), one row per training epoch (``training.training_log``):
+    model, stage (successive fits of one model), epoch, loss, metric (validation, None where not run),
+    seconds, trainable_parameters, peak_rss_mb, peak_cuda_mb, stopped_by (last epoch of a fit), backbone_dtype
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ITEM_COLUMNS = ["item_idx", "item_id", "title", "text"]
 SEQUENCE_COLUMNS = ["user_idx", "user_id", "train_items", "valid_target", "test_target"]
 CANDIDATE_COLUMNS = ["user_idx", "split", "candidates"]
 SCORE_COLUMNS = ["user_idx", "split", "protocol", "rank", "n_ranked", "top_items", "candidate_scores"]
+TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype"]
 
 
 def split_input(train_items: Sequence[int], valid_target: int, split: str) -> list[int]:

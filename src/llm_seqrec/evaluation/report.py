@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from llm_seqrec.data.schema import PROTOCOLS, SPLITS, split_input
+from llm_seqrec.data.schema import PROTOCOLS, SPLITS, TRAINING_LOG_COLUMNS, split_input
 from llm_seqrec.evaluation.protocol import ALL_USERS
-from llm_seqrec.training import TRAINING_LOG_COLUMNS
 
 PROTOCOL_NAMES = {"full": "full ranking", "sampled": "sampled ranking"}
 PLOTTED = [("full", "ndcg@10"), ("full", "hr@10"), ("sampled", "hr@1")]

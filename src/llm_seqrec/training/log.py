@@ -9,8 +9,7 @@ import pandas as pd
 import psutil
 import torch
 
-TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
-                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype"]
+from llm_seqrec.data.schema import TRAINING_LOG_COLUMNS
 
 
 def training_log(model: str, history: list[dict], stage: int = 1, backbone_dtype: str = "") -> pd.DataFrame:
