@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from llm_seqrec.data.readers import read_amazon_dataset
+from llm_seqrec.data.amazon import read_amazon_dataset
 
 WORDS = ("works fits great quality cheap sturdy broke returned exactly described small large tape glue "
          "screw drill bit blade metal plastic steel strong weak price shipping fast slow recommend").split()

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from conftest import START, sample_tables, write_dump, write_lines
 
-from llm_seqrec.data import readers
-from llm_seqrec.data.readers import read_amazon_dataset
+from llm_seqrec.data import amazon
+from llm_seqrec.data.amazon import read_amazon_dataset
 from llm_seqrec.data.splitting import kcore_filter, leave_one_out
 from llm_seqrec.data.validation import DataValidationError, QualityReport, validate_interactions
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions
@@ -101,10 +101,10 @@ def test_list_fields_are_joined_and_missing_or_null_fields_are_empty(tmp_path):
 
 
 def test_reading_logs_its_progress_where_there_is_no_terminal_for_the_bar(amazon_sample, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(readers, "PROGRESS_EVERY", 100)
-    monkeypatch.setattr(readers, "LOG_EVERY", 1000)
+    monkeypatch.setattr(amazon, "PROGRESS_EVERY", 100)
+    monkeypatch.setattr(amazon, "LOG_EVERY", 1000)
     reviews, meta = write_dump(amazon_sample, tmp_path, "amazon2018")
-    with caplog.at_level(logging.INFO, logger="llm_seqrec.data.readers"):
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.data.amazon"):
         read_amazon_dataset("amazon2018", reviews, meta)
     progress = [r.getMessage() for r in caplog.records if "lines read" in r.getMessage()]
     n_reviews = len(sample_tables(amazon_sample)[0])

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from llm_seqrec.data.readers import RawTable
+from llm_seqrec.data.ids import normalise_id_column
+from llm_seqrec.data.raw_table import RawTable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,6 @@ TEXT_SEPARATOR = " | "
 REPLACEMENT_CHAR = "\ufffd"
 MAX_EXAMPLES = 3
 EXAMPLE_CHARS = 120
-INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 
 
 class DataValidationError(ValueError):
@@ -241,24 +239,12 @@ def _normalise_ids(
     frame: pd.DataFrame, columns: Sequence[str], report: QualityReport, name: str, path: Path
 ) -> pd.DataFrame:
     """Strip whitespace from ids and write whole floats as integers ("1.0" -> "1"); count the changes."""
-    normalised = {c: _normalise_id_column(frame[c]) for c in columns}
+    normalised = {c: normalise_id_column(frame[c]) for c in columns}
     changed = np.zeros(len(frame), dtype=bool)
     for column, values in normalised.items():
         changed |= (values != frame[column]).to_numpy()
     report.record(name, path, 'whitespace stripped, whole floats written as integers ("1.0" -> "1")', frame[changed])
     return frame.assign(**normalised)
-
-
-def _normalise_id_column(ids: pd.Series) -> pd.Series:
-    # Ids repeat (a user per interaction): normalise each distinct id once.
-    codes, distinct = pd.factorize(ids)
-    normalised = pd.Series(distinct, dtype=str).map(normalise_id)
-    return pd.Series(normalised.to_numpy()[codes], index=ids.index, dtype=str)
-
-
-def normalise_id(raw_id: str) -> str:
-    """An id as the two files must agree on it: stripped, a whole float written as an integer."""
-    return INTEGRAL_FLOAT.sub(r"\1", raw_id.strip())
 
 
 def _drop_rows(
