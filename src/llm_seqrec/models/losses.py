@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def yes_no_bce(log_odds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -22,9 +23,7 @@ def yes_no_bce(log_odds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(log_odds, labels.to(log_odds.dtype))
 
 
-def _rewards(
-    policy_pos: torch.Tensor, policy_neg: torch.Tensor, ref_pos: torch.Tensor, ref_neg: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _rewards(policy_pos: Tensor, policy_neg: Tensor, ref_pos: Tensor, ref_neg: Tensor) -> tuple[Tensor, Tensor]:
     if policy_neg.dim() != 2 or policy_neg.shape != ref_neg.shape or policy_pos.shape != ref_pos.shape:
         raise ValueError(
             f"expected positives [B] and negatives [B, k] for policy and reference; got {tuple(policy_pos.shape)}, "
@@ -33,13 +32,7 @@ def _rewards(
     return policy_pos - ref_pos, policy_neg - ref_neg
 
 
-def dmpo_loss(
-    policy_pos: torch.Tensor,
-    policy_neg: torch.Tensor,
-    ref_pos: torch.Tensor,
-    ref_neg: torch.Tensor,
-    beta: float,
-) -> torch.Tensor:
+def dmpo_loss(policy_pos: Tensor, policy_neg: Tensor, ref_pos: Tensor, ref_neg: Tensor, beta: float) -> Tensor:
     """Mean over the batch of −log σ(β·r₊ − (β/k)·Σᵢ rᵢ): the positive's reward against the mean of the
     k negatives' rewards. Positives are ``[B]`` sequence log-probabilities, negatives ``[B, k]``;
     with k = 1 this is DPO."""
@@ -48,13 +41,7 @@ def dmpo_loss(
     return -F.logsigmoid(margin).mean()
 
 
-def sdpo_loss(
-    policy_pos: torch.Tensor,
-    policy_neg: torch.Tensor,
-    ref_pos: torch.Tensor,
-    ref_neg: torch.Tensor,
-    beta: float,
-) -> torch.Tensor:
+def sdpo_loss(policy_pos: Tensor, policy_neg: Tensor, ref_pos: Tensor, ref_neg: Tensor, beta: float) -> Tensor:
     """Mean over the batch of −log σ(−log Σᵢ exp(β·(rᵢ − r₊))), S-DPO's softmax form: the negatives
     compete through a log-sum-exp, so the hardest negative dominates; with k = 1 it is DPO as well."""
     reward_pos, reward_neg = _rewards(policy_pos, policy_neg, ref_pos, ref_neg)

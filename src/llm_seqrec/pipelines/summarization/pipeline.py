@@ -1,4 +1,4 @@
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Node, Pipeline
 
 from llm_seqrec.pipelines.summarization.nodes import check_no_leakage, make_history_blocks, summarize_histories
 
@@ -8,19 +8,19 @@ def create_pipeline(**kwargs) -> Pipeline:
     # the handle it loads (so an interrupted run keeps what it finished), and the check reloads it.
     return Pipeline(
         [
-            node(
+            Node(
                 make_history_blocks,
                 ["user_sequences", "params:summarization", "params:evaluation"],
                 "history_blocks",
                 name="make_history_blocks",
             ),
-            node(
+            Node(
                 summarize_histories,
                 ["history_blocks", "item_catalog", "summary_cache", "params:summarization", "params:backbone"],
                 "unchecked_user_summaries",
                 name="summarize_histories",
             ),
-            node(
+            Node(
                 check_no_leakage,
                 ["unchecked_user_summaries", "summary_cache", "user_sequences"],
                 "user_summaries",
