@@ -30,7 +30,8 @@ import torch
 from omegaconf import OmegaConf
 
 from llm_seqrec.llm.backbone import load_backbone
-from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, length_buckets
+from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
+from llm_seqrec.models.bituning_prompts import Prompts, collate_users, length_buckets, score_users
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 from llm_seqrec.params import LaserParams
@@ -92,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     titles, histories = load_tables(args.primary, args.items)
     llm = load_backbone()
     torch.manual_seed(params.training.seed)
-    prompts = Prompts(PromptConfig(**params.prompts.model_dump()), llm.tokenizer, titles)
+    prompts = Prompts(params.prompts, llm.tokenizer, titles)
     id_model = SASRec(SASRecConfig(n_items=prompts.n_items, max_len=id_conf.max_len, hidden_size=id_conf.hidden_size))
-    mformer = MFormerConfig(id_size=id_conf.hidden_size, output_size=llm.hidden_size, **params.mformer.model_dump())
+    mformer = MFormerConfig.sized(params.mformer, id_conf.hidden_size, llm.hidden_size)
     config = BiTuningConfig(
         n_items=prompts.n_items, llm_hidden_size=llm.hidden_size, backbone=llm.name, rec_size=params.rec_size,
         n_suffix_tokens=params.n_suffix_tokens, temperature=params.temperature, balance_weight=params.balance_weight,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     net.eval()
     inputs = [h[:-1] for h in users[: args.users]]
     user_prompts = [prompts.user(h) for h in inputs]
-    wall, cpu = timed({"score": lambda: net.score_users(user_prompts, inputs, params.score_batch_size)}, 1)["score"]
+    wall, cpu = timed({"score": lambda: score_users(net, user_prompts, inputs, params.score_batch_size)}, 1)["score"]
     print(f"full-ranking inference: {len(inputs) / wall:.1f} users/s, {len(inputs) / cpu:.1f} users per CPU-second "
           f"({len(inputs)} users against "
           f"{prompts.n_items} items, batches of {params.score_batch_size}, item encodings cached)")

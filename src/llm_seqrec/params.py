@@ -14,6 +14,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm_seqrec.llm.model_files import resolve_model_files
+from llm_seqrec.models.bituning_prompts import PromptConfig
+from llm_seqrec.models.mformer import MFormerSettings
+from llm_seqrec.training.bituning import BiTuningPreferenceConfig
 from llm_seqrec.training.config import TrainingConfig
 
 
@@ -273,42 +276,6 @@ class DMPOTransferParams(DMPOParams):
         return sizes
 
 
-class LaserMFormerParams(Strict):
-    """Laser's M-Former (``laser.mformer``); the paper's K=8 experts of L=32 query tokens, top-1."""
-
-    hidden_size: int = Field(128, ge=8)
-    n_experts: int = Field(8, ge=1)
-    n_query_tokens: int = Field(32, ge=1)  # prefix tokens put before the prompt
-    top_k: int = Field(1, ge=1)
-    num_blocks: int = Field(2, ge=1)  # cross-attention to the ID states in blocks 1, 3, ...
-    num_heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _shapes(self) -> "LaserMFormerParams":
-        if self.top_k > self.n_experts:
-            raise ValueError(f"laser.mformer.top_k={self.top_k} exceeds laser.mformer.n_experts={self.n_experts}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"laser.mformer.hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        return self
-
-
-class LaserPromptParams(Strict):
-    """Laser's prompts (``laser.prompts``): a user is intro + [summary] + recent items + question, an
-    item is intro + title; each is followed by its trainable suffix token(s)."""
-
-    max_history_items: int = Field(5, ge=1)  # most recent items shown in the user prompt
-    max_item_tokens: int = Field(10, ge=1)  # tokens of an item's title in any prompt
-    max_summary_tokens: int = Field(64, ge=1)  # with use_summary
-    user_intro: str = Field("Items a user chose, oldest first:", min_length=1)
-    summary_intro: str = Field("The user's preferences:", min_length=1)
-    user_question: str = Field("The item the user will choose next:", min_length=1)
-    item_intro: str = Field("Item:", min_length=1)
-    # RA-Rec's aligned item embeddings (aligned_item_embeddings, from the alignment stage) as a soft
-    # token before each item's title, in user and item prompts.
-    aligned_id_tokens: bool = False
-
-
 LASER_ABLATIONS = ("laser_no_moe", "laser_no_prefix", "laser_no_stage1")
 FUSION_ABLATIONS = ("fusion_no_summary", "fusion_no_aligned_ids", "fusion_no_prefix")
 
@@ -317,8 +284,8 @@ class LaserModelParams(Strict):
     """One Laser model: the full ``laser`` or an ablation (``laser`` with its ``ablations`` entry applied)."""
 
     prefix: bool = True  # the M-Former prefix over the frozen SASRec; False = no prefix, no ID model
-    mformer: LaserMFormerParams = LaserMFormerParams()
-    prompts: LaserPromptParams = LaserPromptParams()
+    mformer: MFormerSettings = MFormerSettings()  # models.mformer: the settings and their bounds
+    prompts: PromptConfig = PromptConfig()  # models.bituning_prompts: the settings and their bounds
     n_suffix_tokens: int = Field(1, ge=1)
     rec_size: int = Field(128, ge=8)  # the recommendation space users and items are projected to
     temperature: float = Field(0.05, gt=0)
@@ -345,18 +312,6 @@ def _deep_merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
-
-
-class BiTuningPreferenceParams(Strict):
-    """DMPO after Bi-Tuning (``fusion.preference``; the model ``fusion_dmpo``): the trained adapter tuned
-    further on its candidate head, one positive against ``negatives`` items the user never touched."""
-
-    loss: Literal["dmpo", "sdpo"] = "dmpo"
-    negatives: int = Field(3, ge=1)  # k per training user, sampled once (the reference logits are computed once)
-    beta: float = Field(1.0, gt=0)
-    sft_weight: float = Field(0.0, ge=0)  # weight of the Bi-Tuning contrastive loss added to the preference loss
-    train_users: int | None = Field(128, ge=1)  # seeded users per epoch; None = every user
-    training: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=5e-4, patience=1, eval_users=64)
 
 
 class _BiTuningFamilyParams(LaserModelParams):
@@ -422,9 +377,9 @@ class FusionParams(_BiTuningFamilyParams):
     NAME: ClassVar[str] = "fusion"
     ABLATIONS: ClassVar[tuple[str, ...]] = FUSION_ABLATIONS
     PREFERENCE_MODEL: ClassVar[str | None] = "fusion_dmpo"
-    preference: BiTuningPreferenceParams = BiTuningPreferenceParams()
+    preference: BiTuningPreferenceConfig = BiTuningPreferenceConfig()  # training.bituning
     use_summary: bool = True
-    prompts: LaserPromptParams = LaserPromptParams(aligned_id_tokens=True)
+    prompts: PromptConfig = PromptConfig(aligned_id_tokens=True)
     ablations: dict[str, dict] = {
         "fusion_no_summary": {"use_summary": False},
         "fusion_no_aligned_ids": {"prompts": {"aligned_id_tokens": False}},

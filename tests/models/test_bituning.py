@@ -12,7 +12,9 @@ from kedro.io.core import Version
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_seqrec.datasets import TorchWeightsDataset
-from llm_seqrec.models.bituning import BiTuning, BiTuningConfig, PromptConfig, Prompts, collate_users, pad_right
+from llm_seqrec.data.padding import right_pad
+from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
+from llm_seqrec.models.bituning_prompts import PromptConfig, Prompts, collate_users, score_candidates, score_users
 from llm_seqrec.models.losses import dmpo_loss, sdpo_loss
 from llm_seqrec.models.mformer import MFormerConfig
 from llm_seqrec.models.sasrec import SASRec, SASRecConfig
@@ -128,8 +130,8 @@ def test_refresh_reencodes_after_the_item_side_changed():
 
 def test_scores_do_not_depend_on_padding_or_batch_composition():
     net = build().eval()
-    alone = torch.cat([net.score_users([USERS[i]], [HISTORIES[i]], batch_size=1) for i in range(len(USERS))])
-    together = net.score_users(USERS, HISTORIES, batch_size=4)
+    alone = torch.cat([score_users(net, [USERS[i]], [HISTORIES[i]], batch_size=1) for i in range(len(USERS))])
+    together = score_users(net, USERS, HISTORIES, batch_size=4)
     torch.testing.assert_close(alone[:, 1:], together[:, 1:], atol=1e-5, rtol=1e-5)
     assert torch.isinf(together[:, 0]).all()
     # Items encoded together or alone agree too.
@@ -139,7 +141,7 @@ def test_scores_do_not_depend_on_padding_or_batch_composition():
 
 def test_the_user_state_is_the_plain_decoder_state_at_the_last_suffix_token():
     net = build(prefix=False).eval()
-    tokens, lengths = pad_right(USERS[:2])
+    tokens, lengths = right_pad(USERS[:2])
     llm = net.frozen.llm
     with torch.no_grad():
         got = net._llm_state(tokens, lengths, None, net.user_suffix)
@@ -155,14 +157,14 @@ def test_adapter_save_and_load_give_identical_scores(tmp_path):
     net.loss(**batch()).backward()
     optimizer.step()
     net.eval()
-    scores = net.score_users(USERS, HISTORIES, batch_size=2)
+    scores = score_users(net, USERS, HISTORIES, batch_size=2)
 
     dataset = TorchWeightsDataset(filepath=str(tmp_path / "adapter"), version=Version(None, None))
     dataset.save(net.to_artifact(prompts={"max_item_tokens": 4}))
     artifact = dataset.load()
     assert artifact["config"]["prompts"] == {"max_item_tokens": 4}
     restored = BiTuning.from_artifact(artifact, net.frozen.llm, "tiny", net.item_prompts, net.frozen.id_model)
-    assert torch.equal(restored.score_users(USERS, HISTORIES, batch_size=2), scores)
+    assert torch.equal(score_users(restored, USERS, HISTORIES, batch_size=2), scores)
 
     with pytest.raises(ValueError, match="trained on backbone 'tiny'"):
         BiTuning.from_artifact(artifact, net.frozen.llm, "another", net.item_prompts, net.frozen.id_model)
@@ -210,7 +212,7 @@ def test_the_preference_loss_starts_where_policy_equals_reference(objective, at_
     net = build()  # M-Former dropout 0: the policy in train mode is the reference
     net.set_item_side_trainable(False)
     net.eval()
-    reference = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=3)
+    reference = score_candidates(net, USERS, HISTORIES, CANDIDATES, batch_size=3)
     net.train()
     b = preference_batch()
     loss = net.preference_loss(b["prompt"], b["length"], b["candidates"], reference, objective, beta=1.0,
@@ -224,7 +226,7 @@ def test_preference_steps_raise_the_positive_over_the_negatives_and_change_only_
     net = build()
     net.set_item_side_trainable(False)
     net.eval()
-    reference = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=4)
+    reference = score_candidates(net, USERS, HISTORIES, CANDIDATES, batch_size=4)
     kept_reference = reference.clone()
     items_before = net.refresh_items().clone()
     before_frozen, before = frozen_state(net), {k: v.clone() for k, v in net.state_dict().items()}
@@ -237,7 +239,7 @@ def test_preference_steps_raise_the_positive_over_the_negatives_and_change_only_
                             b["history"]).backward()
         optimizer.step()
     net.eval()
-    reward = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=4) - reference
+    reward = score_candidates(net, USERS, HISTORIES, CANDIDATES, batch_size=4) - reference
     assert (reward[:, 0] - reward[:, 1:].mean(1)).mean() > 0
     assert torch.equal(reference, kept_reference)
     after_frozen = frozen_state(net)
@@ -249,8 +251,8 @@ def test_preference_steps_raise_the_positive_over_the_negatives_and_change_only_
 
 def test_candidate_logits_are_the_scores_of_the_full_ranking_over_the_temperature():
     net = build().eval()
-    full = net.score_users(USERS, HISTORIES, batch_size=4)
-    head = net.score_candidates(USERS, HISTORIES, CANDIDATES, batch_size=2)
+    full = score_users(net, USERS, HISTORIES, batch_size=4)
+    head = score_candidates(net, USERS, HISTORIES, CANDIDATES, batch_size=2)
     torch.testing.assert_close(head, full.gather(1, CANDIDATES) / net.config.temperature, atol=1e-5, rtol=1e-5)
 
 
@@ -302,7 +304,7 @@ def test_no_vocabulary_logits_on_the_real_backbone(backbone):
         data = collate_users(user_prompts, HISTORIES[:2], ID_LEN)
         net.loss(target=TARGETS[:2], **data).backward()
         assert net.user_suffix.grad is not None and net.mformer.router.weight.grad is not None
-        scores = net.eval().score_users(user_prompts, HISTORIES[:2], batch_size=2)
+        scores = score_users(net.eval(), user_prompts, HISTORIES[:2], batch_size=2)
         assert scores.shape == (2, N_ITEMS + 1) and torch.isfinite(scores[:, 1:]).all()
     finally:
         hook.remove()

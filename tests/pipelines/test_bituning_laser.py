@@ -1,4 +1,5 @@
-"""The laser variant of the bituning stage: its two-stage schedule, and the pipeline end to end."""
+"""The laser variant of the bituning stage: its parameters, and the pipeline end to end (the training
+procedures' own tests are Kedro-free, in tests/training/test_bituning.py)."""
 
 from __future__ import annotations
 
@@ -8,89 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import AUTO_DTYPE, csv_params, run_kedro
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
-from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
-from llm_seqrec.models.mformer import MFormerConfig
-from llm_seqrec.models.sasrec import SASRec, SASRecConfig
-from llm_seqrec.params import FusionParams, LaserParams
-from llm_seqrec.pipelines.bituning.laser import MODELS, UserSet, fit_preference, fit_stages, preference_candidates
+from llm_seqrec.params import FusionParams, LaserParams, ProjectParams
+from llm_seqrec.pipelines.bituning.laser.pipeline import MODELS
 
 SAMPLE = 8  # conf/quick: evaluation.llm_user_sample
-N_ITEMS = 10
 
 
-# ---------------------------------------------------------------- the two stages, on a tiny model
-def tiny_laser() -> BiTuning:
-    torch.manual_seed(0)  # as the node seeds before building: the same start, so checkpoints match
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
-    config = BiTuningConfig(
-        n_items=N_ITEMS, llm_hidden_size=32, backbone="tiny", rec_size=8,
-        mformer=MFormerConfig(id_size=16, output_size=32, hidden_size=16, n_experts=2, n_query_tokens=2, num_heads=2),
-    )
-    items = [[]] + [[1 + i, 20 + i, 40 + i] for i in range(N_ITEMS)]
-    return BiTuning(config, llm.eval().requires_grad_(False), items,
-                    SASRec(SASRecConfig(n_items=N_ITEMS, max_len=6, hidden_size=16)))
-
-
-def user_set(n: int) -> UserSet:
-    rng = np.random.default_rng(0)
-    histories = [rng.integers(1, N_ITEMS + 1, size=3).tolist() for _ in range(n)]
-    frame = pd.DataFrame({
-        "user_idx": np.arange(1, n + 1, dtype=np.int64), "user_id": [str(u) for u in range(n)],
-        "train_items": histories, "valid_target": rng.integers(1, N_ITEMS + 1, size=n),
-        "test_target": rng.integers(1, N_ITEMS + 1, size=n),
-    })
-    prompts = [[2 + h[0], 3 + h[1], 4 + h[2]] for h in histories]
-    return UserSet(frame, prompts, histories, frame["valid_target"].astype(int).tolist())
-
-
-def schedule_params(tmp_path: Path | None = None, **overrides) -> "LaserParams":
-    training = {"epochs": 3, "batch_size": 2, "eval_users": None, "progress": False, "device": "cpu",
-                "checkpoint_dir": str(tmp_path) if tmp_path else None}
-    return LaserParams.model_validate({"train_users": None, "stage1_epochs": 1, "training": training, **overrides}).model("laser")
-
-
-def test_stage2_reuses_the_cached_item_encodings(monkeypatch):
-    net = tiny_laser()
-    calls = {1: 0, 2: 0}
-    original = net.encode_items
-
-    def counting(ids):
-        calls[1 if net.item_suffix.requires_grad else 2] += 1
-        return original(ids)
-
-    monkeypatch.setattr(net, "encode_items", counting)
-    log = fit_stages(net, "laser", user_set(6), user_set(4), schedule_params(), exclude_seen=False)
-
-    assert log["stage"].tolist() == [1, 2, 2] and log["epoch"].tolist() == [1, 1, 2]
-    assert log["metric"].notna().all()
-    assert calls[1] > 0  # stage 1: catalogue passes and the batches' targets
-    # Stage 2 starts from the encodings stage 1's last validation made with the same weights, and
-    # never re-encodes: the item side is frozen.
-    assert calls[2] == 0
-    assert not net.item_suffix.requires_grad
-
-
-def test_a_finished_schedule_resumes_from_its_checkpoints_without_training(tmp_path, monkeypatch):
-    params = schedule_params(tmp_path)
-    first = tiny_laser()
-    log = fit_stages(first, "laser", user_set(6), user_set(4), params, exclude_seen=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["laser_stage1.pt", "laser_stage2.pt"]
-
-    again = tiny_laser()
-    monkeypatch.setattr(again, "loss", lambda **_: pytest.fail("a finished run trained again"))
-    # The checkpoints hold the history, its seconds and memory included.
-    pd.testing.assert_frame_equal(fit_stages(again, "laser", user_set(6), user_set(4), params, exclude_seen=False), log)
-    for key, value in first.state_dict().items():
-        assert torch.equal(again.state_dict()[key], value)
-
-
+# ---------------------------------------------------------------- the parameters of a family
 def test_ablation_parameters_are_validated_up_front():
     params = LaserParams()
     assert params.model("laser_no_moe").mformer.n_experts == 1
@@ -120,51 +49,29 @@ def test_the_fusion_ladder_switches_off_one_part_per_ablation():
     assert fusion.model("fusion_dmpo") == fusion.model("fusion")
 
 
-def test_preference_candidates_are_the_target_then_items_the_user_never_touched():
-    users = user_set(6)
-    candidates = preference_candidates(users, N_ITEMS, 3, seed=1)
-    assert candidates.shape == (6, 4)
-    assert candidates[:, 0].tolist() == users.targets
-    for row, (_, user) in zip(candidates.tolist(), users.frame.iterrows(), strict=True):
-        touched = {*user["train_items"], user["valid_target"], user["test_target"]}
-        assert len(set(row[1:])) == 3 and not set(row[1:]) & touched
-    assert torch.equal(preference_candidates(users, N_ITEMS, 3, seed=1), candidates)
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"laser": {"mformer": {"hidden_size": 4}}}, r"laser\.mformer\.hidden_size\s+Input should be greater than or equal to 8"),
+        ({"laser": {"mformer": {"top_k": 9}}}, r"laser\.mformer\s+Value error, mformer\.top_k=9 must lie in 1\.\.mformer\.n_experts=8"),
+        ({"laser": {"prompts": {"item_intro": ""}}}, r"laser\.prompts\.item_intro\s+String should have at least 1 character"),
+        ({"fusion": {"prompts": {"max_history": 3}}}, r"fusion\.prompts\.max_history\s+Unexpected keyword argument"),
+        ({"fusion": {"preference": {"negatives": 0}}}, r"fusion\.preference\.negatives\s+Input should be greater than or equal to 1"),
+        ({"fusion": {"preference": {"loss": "dpo"}}}, r"fusion\.preference\.loss\s+Input should be 'dmpo' or 'sdpo'"),
+    ],
+)
+def test_the_library_settings_are_validated_as_parameters_naming_the_key(section, message):
+    # The settings are the library's dataclasses (models.mformer, models.bituning_prompts,
+    # training.bituning), validated in place with the key path of the parameters.
+    with pytest.raises(ValueError, match=message):
+        ProjectParams.model_validate(section)
 
 
-def test_preference_tuning_trains_the_user_side_against_a_fixed_reference_and_resumes(tmp_path, monkeypatch):
-    net = tiny_laser()
-    fit_stages(net, "fusion", user_set(6), user_set(4), schedule_params(), exclude_seen=False)
-    start = {k: v.clone() for k, v in net.state_dict().items()}
-    preference = FusionParams.model_validate({"preference": {"train_users": None, "training": {
-        "epochs": 2, "batch_size": 2, "lr": 0.01, "progress": False, "device": "cpu", "checkpoint_dir": str(tmp_path)}}}).preference
-    references = []
-    original = BiTuning.preference_loss
-
-    def recording(self, prompt, length, candidates, reference, *args, **kwargs):
-        references.append(reference.clone())
-        return original(self, prompt, length, candidates, reference, *args, **kwargs)
-
-    monkeypatch.setattr(BiTuning, "preference_loss", recording)
-    log = fit_preference(net, "fusion_dmpo", user_set(6), user_set(4), schedule_params(), preference, exclude_seen=False)
-
-    assert log["stage"].tolist() == [3, 3] and log["epoch"].tolist() == [1, 2] and log["metric"].notna().all()
-    assert {k for k, v in net.state_dict().items() if not torch.equal(v, start[k])} >= {"user_suffix"}
-    for key in ("item_suffix", "item_projection.weight"):
-        assert torch.equal(net.state_dict()[key], start[key])
-    # The reference is the starting model's logits, the same tensor rows in every epoch.
-    tuned_state = {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(start)
-    net.eval()
-    users = user_set(6)
-    expected = net.score_candidates(users.prompts, users.histories, preference_candidates(users, N_ITEMS, 3, 42), 8)
-    seen = torch.cat(references)
-    assert len(seen) == 2 * 6 and all(any(torch.equal(row, e) for e in expected) for row in seen)
-
-    # A finished run resumes from its checkpoint without a step.
-    monkeypatch.setattr(BiTuning, "preference_loss", lambda *a, **k: pytest.fail("a finished run trained again"))
-    again = fit_preference(net, "fusion_dmpo", user_set(6), user_set(4), schedule_params(), preference, exclude_seen=False)
-    pd.testing.assert_frame_equal(again, log)
-    assert all(torch.equal(net.state_dict()[k], v) for k, v in tuned_state.items())
+def test_fusion_prompts_default_to_aligned_id_tokens_and_merge_key_by_key():
+    fusion = FusionParams.model_validate({"prompts": {"max_history_items": 3}})
+    assert fusion.prompts.aligned_id_tokens is False  # a given section replaces the default, as before
+    assert FusionParams().prompts.aligned_id_tokens is True
+    assert FusionParams().model("fusion_no_aligned_ids").prompts.aligned_id_tokens is False
 
 
 # ---------------------------------------------------------------- the pipeline, end to end

@@ -15,7 +15,8 @@ catalogue with gradients is out of reach, so item encodings come from a no-grad 
 batch's target items with gradients and uses the cache for every other item, the cache being refreshed
 once per epoch; stage 2 freezes the item side, so one cache serves every step.
 
-Vocabulary logits are never computed: the decoder (``get_decoder()``) runs without the LM head, and only
+Users are scored in length-bucketed batches by ``bituning_prompts.score_users``, which also holds the
+prompts and ``BiTuningRanker``, the model as a ``FullRanker``. Vocabulary logits are never computed: the decoder (``get_decoder()``) runs without the LM head, and only
 the suffix position's state goes into the projection.
 
 After stage 2, ``preference_loss`` tunes the same trainable parts with a preference loss (DMPO or
@@ -29,7 +30,7 @@ item id (``-item_idx``), which the input embedding replaces by the item's aligne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -37,10 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
+from llm_seqrec.data.padding import right_pad
+from llm_seqrec.data.schema import PAD
+from llm_seqrec.models.bituning_prompts import length_buckets
 from llm_seqrec.models.mformer import MFormer, MFormerConfig
-from llm_seqrec.models.sasrec import PAD, left_pad
 
 
 @dataclass(frozen=True)
@@ -66,96 +69,6 @@ class BiTuningConfig:
         return cls(**{**data, "mformer": mformer})
 
 
-@dataclass(frozen=True)
-class PromptConfig:
-    """How users and items become token ids; stored with the adapter so scoring rebuilds the same prompts."""
-
-    max_history_items: int = 5
-    max_item_tokens: int = 10
-    max_summary_tokens: int = 64
-    user_intro: str = "Items a user chose, oldest first:"
-    summary_intro: str = "The user's preferences:"
-    user_question: str = "The item the user will choose next:"
-    item_intro: str = "Item:"
-    aligned_id_tokens: bool = False  # an -item_idx slot (the item's aligned ID embedding) before each title
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PromptConfig":
-        return cls(**data)
-
-
-class Prompts:
-    """Token ids of user and item prompts, assembled from pieces tokenized once.
-
-    Each title is tokenized once and cut to ``max_item_tokens``; a prompt is the concatenation of its
-    pieces' ids (one item per line), so building thousands of prompts needs no further tokenizer calls.
-    """
-
-    def __init__(self, config: PromptConfig, tokenizer: PreTrainedTokenizerBase, titles: Mapping[int, str]) -> None:
-        self.config = config
-        self.tokenizer = tokenizer
-        self.n_items = max(titles, default=0)
-        self._encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-        # A leading space, so that a title's first word is tokenized as a word and not as a word piece.
-        flat = [" " + " ".join(str(titles.get(i, "")).split()) for i in range(1, self.n_items + 1)]
-        encoded = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-        self.titles = [[]] + [ids[: config.max_item_tokens] for ids in encoded]
-        self.bullet = self._encode("\n-")
-        self.user_intro = self._encode(config.user_intro)
-        self.summary_intro = self._encode("\n" + config.summary_intro)
-        self.user_question = self._encode("\n" + config.user_question)
-        self.item_intro = self._encode(config.item_intro)
-
-    def user(self, history: Sequence[int], summary: str | None = None) -> list[int]:
-        """Intro, the summary (if any), the ``max_history_items`` most recent items, the question."""
-        ids = list(self.user_intro)
-        if summary:
-            ids += self.summary_intro + self._encode(" " + " ".join(summary.split()))[: self.config.max_summary_tokens]
-        for item in list(history)[-self.config.max_history_items :]:
-            ids += self.bullet + self._title(int(item))
-        return ids + self.user_question
-
-    def item(self, item: int) -> list[int]:
-        return self.item_intro + self._title(int(item))
-
-    def _title(self, item: int) -> list[int]:
-        return ([-item] if self.config.aligned_id_tokens else []) + self.titles[item]
-
-    def items(self) -> list[list[int]]:
-        """Every item's prompt, indexed by item_idx (index 0, padding, is empty)."""
-        return [[]] + [self.item(i) for i in range(1, self.n_items + 1)]
-
-
-def pad_right(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded token ids ``[B, P]`` and each row's length ``[B]``."""
-    lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    out = torch.full((len(prompts), max((len(p) for p in prompts), default=1)), pad_id, dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        out[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-    return out, lengths
-
-
-def collate_users(
-    prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], id_max_len: int | None
-) -> dict[str, torch.Tensor]:
-    """A batch for ``BiTuning.encode_users``: prompt ids and lengths, and (with an ID model) the
-    histories left-padded to ``id_max_len`` for the ID model."""
-    tokens, lengths = pad_right(prompts)
-    batch = {"prompt": tokens, "length": lengths}
-    if id_max_len is not None:
-        batch["history"] = left_pad(histories, id_max_len)
-    return batch
-
-
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices in batches of similar length (longest first), so little of a batch is padding."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
 @dataclass
 class FrozenParts:
     """The frozen models a ``BiTuning`` computes with; deliberately not ``nn.Module`` children."""
@@ -171,14 +84,8 @@ class UserEncoding(NamedTuple):
 
 
 class BiTuning(nn.Module):
-    def __init__(
-        self,
-        config: BiTuningConfig,
-        llm: PreTrainedModel,
-        item_prompts: Sequence[Sequence[int]],
-        id_model: nn.Module | None = None,
-        aligned_items: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, config: BiTuningConfig, llm: PreTrainedModel, item_prompts: Sequence[Sequence[int]],
+                 id_model: nn.Module | None = None, aligned_items: torch.Tensor | None = None) -> None:
         super().__init__()
         if (config.mformer is None) != (id_model is None):
             raise ValueError("an M-Former prefix needs the frozen ID model, and only it does")
@@ -271,7 +178,7 @@ class BiTuning(nn.Module):
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Unit vectors ``[n, rec_size]`` of items ``item_ids [n]``, from their prompts (one batch)."""
-        tokens, lengths = pad_right([self.item_prompts[int(i)] for i in item_ids.tolist()])
+        tokens, lengths = right_pad([self.item_prompts[int(i)] for i in item_ids.tolist()])
         device = self.user_suffix.device
         state = self._llm_state(tokens.to(device), lengths.to(device), None, self.item_suffix)
         return F.normalize(self.item_projection(state), dim=-1)
@@ -341,17 +248,9 @@ class BiTuning(nn.Module):
         candidates ``[B, C]`` (item ids), from the item cache."""
         return torch.einsum("bd,bcd->bc", vectors, self.item_table()[candidates]) / self.config.temperature
 
-    def preference_loss(
-        self,
-        prompt: torch.Tensor,
-        length: torch.Tensor,
-        candidates: torch.Tensor,
-        reference: torch.Tensor,
-        objective: Callable[..., torch.Tensor],
-        beta: float,
-        sft_weight: float = 0.0,
-        history: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def preference_loss(self, prompt: torch.Tensor, length: torch.Tensor, candidates: torch.Tensor, reference: torch.Tensor,
+                        objective: Callable[..., torch.Tensor], beta: float, sft_weight: float = 0.0,
+                        history: torch.Tensor | None = None) -> torch.Tensor:
         """A preference loss (``models.losses``: DMPO or S-DPO) on the candidate head, for preference
         tuning after stage 2. ``candidates [B, 1 + k]`` hold the positive first; ``reference [B, 1 + k]``
         their ``candidate_logits`` under the frozen starting model. The policy's log-probability of an
@@ -367,40 +266,6 @@ class BiTuning(nn.Module):
             loss = loss + sft_weight * self._contrastive(users.vectors, candidates[:, 0])
         return loss + self.config.balance_weight * users.balance_loss
 
-    @torch.no_grad()
-    def score_users(
-        self, prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], batch_size: int, progress: bool = False
-    ) -> torch.Tensor:
-        """Scores ``[N, n_items + 1]`` (CPU) of users given as prompt ids and item histories, computed in
-        length-bucketed batches and returned in the given order."""
-        out = torch.empty(len(prompts), self.config.n_items + 1)
-        for rows, batch in self._user_batches(prompts, histories, batch_size, progress):
-            out[rows] = self(**batch).cpu()
-        return out
-
-    @torch.no_grad()
-    def score_candidates(
-        self, prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], candidates: torch.Tensor, batch_size: int
-    ) -> torch.Tensor:
-        """``candidate_logits`` ``[N, C]`` (CPU) of users given as prompt ids and item histories, each with
-        its candidates (a row of ``candidates [N, C]``), from the cached item encodings."""
-        out = torch.empty(candidates.shape)
-        for rows, batch in self._user_batches(prompts, histories, batch_size):
-            vectors = self.encode_users(**batch).vectors
-            out[rows] = self.candidate_logits(vectors, candidates[rows].to(vectors.device)).cpu()
-        return out
-
-    def _user_batches(
-        self, prompts: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], batch_size: int, progress: bool = False
-    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-        """Length-bucketed ``encode_users`` batches on the model's device, with their row indices."""
-        id_max_len = self.frozen.id_model.config.max_len if self.mformer is not None else None
-        device = self.user_suffix.device
-        for rows in tqdm(length_buckets([len(p) for p in prompts], batch_size), desc="encoding users", leave=False,
-                         disable=not progress):
-            batch = collate_users([prompts[r] for r in rows], [histories[r] for r in rows], id_max_len)
-            yield rows, {k: v.to(device) for k, v in batch.items()}
-
     # ---------------------------------------------------------------- artifacts
     def n_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -414,15 +279,8 @@ class BiTuning(nn.Module):
         }
 
     @classmethod
-    def from_artifact(
-        cls,
-        artifact: dict,
-        llm: PreTrainedModel,
-        backbone_name: str,
-        item_prompts: Sequence[Sequence[int]],
-        id_model: nn.Module | None = None,
-        aligned_items: torch.Tensor | None = None,
-    ) -> "BiTuning":
+    def from_artifact(cls, artifact: dict, llm: PreTrainedModel, backbone_name: str, item_prompts: Sequence[Sequence[int]],
+                      id_model: nn.Module | None = None, aligned_items: torch.Tensor | None = None) -> "BiTuning":
         config = BiTuningConfig.from_dict(artifact["config"]["model"])
         if config.backbone != backbone_name:
             raise ValueError(f"the adapter was trained on backbone {config.backbone!r}, not {backbone_name!r}")
@@ -432,13 +290,4 @@ class BiTuning(nn.Module):
         return model.to(llm.device).eval()
 
 
-__all__ = [
-    "BiTuning",
-    "BiTuningConfig",
-    "PromptConfig",
-    "Prompts",
-    "UserEncoding",
-    "collate_users",
-    "length_buckets",
-    "pad_right",
-]
+__all__ = ["BiTuning", "BiTuningConfig", "FrozenParts", "UserEncoding"]

@@ -16,31 +16,48 @@ from ``n_experts`` learned query experts; a router picks ``top_k`` of them per u
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Lt
+from pydantic import ConfigDict
 from torch import nn
 
 
 @dataclass(frozen=True)
-class MFormerConfig:
-    id_size: int  # width of the ID model's states
-    output_size: int  # the LLM's hidden size
-    hidden_size: int = 128
-    n_experts: int = 8
-    n_query_tokens: int = 32
-    top_k: int = 1
-    num_blocks: int = 2
-    num_heads: int = 4
-    dropout: float = 0.1
+class MFormerSettings:
+    """The M-Former's own settings (``laser.mformer`` in the parameters); the paper's K=8 experts of
+    L=32 query tokens, top-1. Validated by ``params`` too (the ``Annotated`` bounds are pydantic's)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    hidden_size: Annotated[int, Ge(8)] = 128
+    n_experts: Annotated[int, Ge(1)] = 8
+    n_query_tokens: Annotated[int, Ge(1)] = 32  # prefix tokens put before the prompt
+    top_k: Annotated[int, Ge(1)] = 1
+    num_blocks: Annotated[int, Ge(1)] = 2  # cross-attention to the ID states in blocks 1, 3, ...
+    num_heads: Annotated[int, Ge(1)] = 4
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.1
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.n_experts:
-            raise ValueError(f"top_k={self.top_k} must lie in 1..n_experts={self.n_experts}")
+            raise ValueError(f"mformer.top_k={self.top_k} must lie in 1..mformer.n_experts={self.n_experts}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+            raise ValueError(f"mformer.hidden_size={self.hidden_size} is not divisible by mformer.num_heads={self.num_heads}")
+
+
+@dataclass(frozen=True)
+class MFormerConfig(MFormerSettings):
+    """The settings and the sizes the surrounding models fix: what an M-Former is built from."""
+
+    id_size: int = field(kw_only=True)  # width of the ID model's states
+    output_size: int = field(kw_only=True)  # the LLM's hidden size
+
+    @classmethod
+    def sized(cls, settings: MFormerSettings, id_size: int, output_size: int) -> "MFormerConfig":
+        return cls(**asdict(settings), id_size=id_size, output_size=output_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,4 +158,4 @@ class MFormer(nn.Module):
         return MFormerOutput(self.output_projection(mixed), load_balance_loss(routing), routing)
 
 
-__all__ = ["MFormer", "MFormerConfig", "MFormerOutput", "Routing", "load_balance_loss", "route"]
+__all__ = ["MFormer", "MFormerConfig", "MFormerSettings", "MFormerOutput", "Routing", "load_balance_loss", "route"]

@@ -6,15 +6,16 @@ titles, each after its RA-Rec aligned ID embedding as a soft token. None of the 
 Each part switches off by parameter (``fusion`` in conf/base/parameters_bituning.yml), and the
 ablations ``fusion_no_summary``, ``fusion_no_aligned_ids`` and ``fusion_no_prefix`` are trained and
 scored beside it, so the evaluation shows what each part adds; ``fusion_dmpo`` is the trained fusion
-model further tuned by DMPO on its candidate head (``fusion.preference``), the ladder's top rung. The code is Laser's (``laser.py``).
+model further tuned by DMPO on its candidate head (``fusion.preference``), the ladder's top rung.
+The nodes are Laser's (``laser/``) under family ``fusion``: one method, two parameter sections.
 """
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from . import laser
+from llm_seqrec.pipelines.bituning.laser.pipeline import create_family_pipeline
 
 
 def create_variant_pipeline() -> Pipeline:
-    return laser.create_variant_pipeline("fusion")
+    return create_family_pipeline("fusion")
