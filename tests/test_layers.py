@@ -55,6 +55,16 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     return out
 
 
+def cross_stage_imports(source: str, module: str, is_package: bool = False) -> list[str]:
+    """Imports of one stage's pipeline package from another's: what stages share lives in the library."""
+    parts = module.split(".")
+    if len(parts) < 3 or parts[1] != "pipelines":
+        return []
+    return [f"{module} imports {name}: stage {parts[2]} may not import stage {name.split('.')[2]}"
+            for name in imported_modules(source, module, is_package)
+            if name.startswith("llm_seqrec.pipelines.") and name.split(".")[2] != parts[2]]
+
+
 def modules() -> list[tuple[Path, str, bool]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -67,6 +77,12 @@ def modules() -> list[tuple[Path, str, bool]]:
 def test_every_layer_imports_only_downward():
     problems = [v for path, module, is_package in modules() for v in violations(path.read_text(), module, is_package)]
     assert not problems, "\n".join(problems)
+
+
+def test_no_stage_imports_another():
+    problems = [v for path, module, is_package in modules() for v in cross_stage_imports(path.read_text(), module, is_package)]
+    assert not problems, "\n".join(problems)
+    assert cross_stage_imports("from llm_seqrec.pipelines.data_processing.nodes import x", "llm_seqrec.pipelines.bituning.dmpo")
 
 
 @pytest.mark.parametrize(
