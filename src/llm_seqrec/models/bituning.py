@@ -39,8 +39,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_seqrec.data.padding import left_pad
+from llm_seqrec.data.schema import PAD
 from llm_seqrec.models.mformer import MFormer, MFormerConfig
-from llm_seqrec.models.sasrec import PAD, left_pad
 
 
 @dataclass(frozen=True)
