@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from llm_seqrec.data.padding import left_pad
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, full_ranking_rows, metrics_table
-from llm_seqrec.models import SASRec, SASRecConfig, left_pad
+from llm_seqrec.models import SASRec, SASRecConfig
 from project import parameters  # benchmarks/ is the script's folder
 
 

@@ -38,11 +38,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from llm_seqrec.data.schema import PAD
 from llm_seqrec.evaluation.metrics import metrics_from_ranks
+from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.llm.device import choose_device, cpu_has_fast_bf16
-from llm_seqrec.models.sasrec import PAD, SASRec
-from llm_seqrec.pipelines.id_pretraining.nodes import compute_user_states, score_sasrec, train_sasrec
-from llm_seqrec.training import training_dtype
+from llm_seqrec.models.sasrec import SASRec
+from llm_seqrec.params import SASRecParams, validate_section
+from llm_seqrec.training import training_dtype, training_log
+from llm_seqrec.training.id_model import train_sasrec
 from project import parameters, processed_tables  # benchmarks/ is the script's folder
 
 # arm -> its sasrec settings (dtype: training.precision)
@@ -75,8 +78,10 @@ def run_arm(arm: str, user_sequences, item_catalog, sasrec: dict, evaluation: di
     rss_before = psutil.Process().memory_info().rss / 2**20
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    params = validate_section(SASRecParams, sasrec)
     with mock.patch.object(SASRec, "loss", loss_before) if arm == "before" else contextlib.nullcontext():
-        artifact, log = train_sasrec(user_sequences, item_catalog, sasrec, evaluation)
+        model, fitted = train_sasrec(user_sequences, int(item_catalog["item_idx"].max()), params, evaluation["exclude_seen"])
+    log = training_log("sasrec", fitted.history)
     print(log.drop(columns=["model", "stage", "peak_cuda_mb", "backbone_dtype"]).to_string(index=False))
     result = {"arm": arm, "dtype": dtype, "bucket_window": sasrec["bucket_window"], "losses": log["loss"].tolist(),
               "seconds/epoch": log["seconds"].mean(),
@@ -85,9 +90,8 @@ def run_arm(arm: str, user_sequences, item_catalog, sasrec: dict, evaluation: di
     if torch.cuda.is_available():
         result["peak CUDA MiB"] = torch.cuda.max_memory_allocated() / 2**20
 
-    states = compute_user_states(artifact, user_sequences, sasrec)
-    no_candidates = pd.DataFrame({"user_idx": pd.Series(dtype="int64"), "split": pd.Series(dtype=str), "candidates": []})
-    scores = score_sasrec(artifact, states, user_sequences, no_candidates, sasrec, evaluation)
+    scores = score_table(model.eval(), user_sequences, None, exclude_seen=evaluation["exclude_seen"],
+                         batch_size=params.training.batch_size)
     for split, rows in scores.groupby("split", sort=False):
         m = metrics_from_ranks(rows["rank"].to_numpy(), [10], "full")
         result[f"{split} NDCG@10"] = m["ndcg@10"]

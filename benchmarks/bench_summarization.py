@@ -97,9 +97,7 @@ def main() -> None:
     prompts = [chat_prompt(backbone, m, templates.system) for m in block_messages]
     # The configured decoding (greedy, n-gram ban), with this run's budget.
     overrides = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
-    settings = GenerationSettings(
-        **{**params.generation.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    )
+    settings = dataclasses.replace(params.generation, **{k: v for k, v in overrides.items() if v is not None})
     one = dataclasses.replace(settings, batch_size=1)
     generate(backbone, prompts[:2], settings)  # warm-up
     began = time.perf_counter()

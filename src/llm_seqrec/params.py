@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from llm_seqrec.llm.generation import GenerationSettings
 from llm_seqrec.llm.model_files import resolve_model_files
 from llm_seqrec.models.bituning_prompts import PromptConfig
 from llm_seqrec.models.mformer import MFormerSettings
 from llm_seqrec.training.bituning import BiTuningPreferenceConfig
 from llm_seqrec.training.config import TrainingConfig
+from llm_seqrec.training.alignment import AlignmentConfig
+from llm_seqrec.training.id_model import SASRecSettings
+
+Section = TypeVar("Section")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_section(section: type[Section], data: dict) -> Section:
+    """A node's parameter section whose type is a library dataclass (pydantic validates it as it
+    validates a model: bounds checked, unknown keys refused)."""
+    return TypeAdapter(section).validate_python(data)
 
 
 class DatasetParams(Strict):
@@ -105,28 +116,8 @@ class BackboneParams(Strict):
         return self.model_dump(include={"path", "gguf_file", "dtype", "device"})
 
 
-class SASRecParams(Strict):
-    """SASRec (``sasrec.*``)."""
-
-    max_len: int = Field(200, ge=1)
-    hidden_size: int = Field(64, ge=8)
-    num_blocks: int = Field(2, ge=1)
-    num_heads: int = Field(1, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    attention_dropout: float = Field(0.0, ge=0, lt=1)  # on attention probabilities; costly on CPU
-    loss: Literal["ce", "sampled_softmax"] = "ce"
-    n_sampled_negatives: int = Field(256, ge=1)
-    # Batches of similar history lengths, so that a batch (cut to its longest member) pads little: each
-    # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
-    # are shuffled. None = plain shuffled batches.
-    bucket_window: int | None = Field(None, ge=1)
-    training: TrainingConfig = TrainingConfig()
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> "SASRecParams":
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"sasrec.hidden_size={self.hidden_size} is not divisible by sasrec.num_heads={self.num_heads}")
-        return self
+# The ``sasrec`` section: SASRec's shape and its training, defined once in the library.
+SASRecParams = SASRecSettings
 
 
 class SummaryTemplatesParams(Strict):
@@ -160,19 +151,6 @@ class SummaryTemplatesParams(Strict):
         return self
 
 
-class SummaryGenerationParams(Strict):
-    """Decoding for summaries (``summarization.generation``); greedy unless ``do_sample``."""
-
-    max_new_tokens: int = Field(96, ge=1)
-    batch_size: int = Field(32, ge=1)
-    do_sample: bool = False
-    # SmolLM2-135M's greedy summaries loop ("a variety of products, including a variety of ...");
-    # banning repeated 3-grams keeps them on the items and stays deterministic.
-    no_repeat_ngram_size: int = Field(3, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-
-
 class SummarizationParams(Strict):
     """LLM-TRSR's history summaries (``summarization.*``)."""
 
@@ -186,35 +164,14 @@ class SummarizationParams(Strict):
     progress: bool = True
     prompt_version: str = Field("v1", min_length=1)
     templates: SummaryTemplatesParams = SummaryTemplatesParams()
-    generation: SummaryGenerationParams = SummaryGenerationParams()
+    # Decoding (``summarization.generation``). SmolLM2-135M's greedy summaries loop ("a variety of
+    # products, including a variety of ..."); banning repeated 3-grams keeps them on the items and stays
+    # deterministic.
+    generation: GenerationSettings = GenerationSettings(no_repeat_ngram_size=3)
 
 
-class AlignmentParams(Strict):
-    """RA-Rec (``alignment.*``): tailored data, prompt layout, aligner, loss and training budget.
-
-    The defaults hold where no configuration sets a key (tests build sections in code);
-    conf/base/parameters_alignment.yml spells them out for editing.
-    """
-
-    # Tailored data (data/alignment_samples.py).
-    samples: int = Field(256, ge=1)  # budget of (history, target) training samples
-    length_buckets: int = Field(4, ge=1)  # quantile buckets of users' history lengths
-    popularity_buckets: int = Field(4, ge=1)  # quantile buckets of items' training interactions
-    overlap_field: Literal["title", "text"] = "title"  # item field whose words the target must share with the history
-    max_word_df: float = Field(0.05, gt=0, le=1)  # words in more items than this share do not count as overlap
-    seed: int = 42
-    # Prompt layout (models/aligner.py): instruction, then per history item an ID token and its text, then readout.
-    history_items: int = Field(8, ge=1)
-    item_tokens: int = Field(12, ge=1)
-    instruction: str = Field("Items a user chose, oldest first:\n", min_length=1)
-    readout: str = Field("The item the user will choose next:", min_length=1)
-    # Aligner and loss.
-    score_dim: int = Field(64, ge=1)
-    n_negatives: int = Field(16, ge=1)  # BPR negatives per sample, drawn uniformly over items
-    infonce_weight: float = Field(0.1, ge=0)
-    infonce_temperature: float = Field(0.1, gt=0)
-    eval_batch_size: int = Field(16, ge=1)  # users per LLM pass when validating and scoring
-    training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=2e-3, patience=2, eval_users=64)
+# The ``alignment`` section (RA-Rec), defined once in the library.
+AlignmentParams = AlignmentConfig
 
 
 class LoraParams(Strict):

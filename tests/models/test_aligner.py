@@ -5,15 +5,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
+from llm_seqrec.data.fingerprint import weights_fingerprint
 from llm_seqrec.datasets import TorchWeightsDataset
-from llm_seqrec.models.aligner import (
-    AlignerConfig,
-    IDAligner,
-    PromptLayout,
-    RARec,
-    layerwise_infonce,
-    weights_fingerprint,
-)
+from llm_seqrec.models.aligner import AlignerConfig, IDAligner, RARec, layerwise_infonce
+from llm_seqrec.models.aligner_prompt import PromptLayout
+from llm_seqrec.models.recommender import FullRanker, Queries
 from llm_seqrec.training import TrainingConfig
 from llm_seqrec.training import fit
 
@@ -105,9 +101,9 @@ def test_initial_prefixes_reproduce_the_instruction_text(model):
 
 def test_the_user_state_depends_on_the_id_embeddings(model):
     with torch.no_grad():
-        before = model.queries(HISTORIES)
+        before = model.user_vectors(HISTORIES)
         model.aligner.id_table[2] += 1.0  # item 2 is in the first and last histories only
-        after = model.queries(HISTORIES)
+        after = model.user_vectors(HISTORIES)
     changed = (before - after).abs().amax(1) > 1e-6
     assert changed.tolist() == [True, False, False, True]
 
@@ -139,14 +135,25 @@ def test_training_moves_the_aligner_and_leaves_llm_and_id_table_unchanged(model,
 
 def test_full_ranking_is_one_matmul_over_aligned_items(model):
     with torch.no_grad():
-        queries = model.queries(HISTORIES)
-        scores = model.score_all(queries)
+        queries = model.user_vectors(HISTORIES)
+        scores = model.score_items(queries)
         keys = model.aligner.item_keys()
         assert scores.shape == (len(HISTORIES), N_ITEMS + 1) and torch.isinf(scores[:, 0]).all()
         torch.testing.assert_close(scores[:, 1:], queries @ keys[1:].T)
         items = torch.tensor([[3, 1], [12, 7]])
         torch.testing.assert_close(model.aligner.item_keys(items), keys[items])
         torch.testing.assert_close(model.aligner.aligned_items()[items[0]], model.aligner.soft_values(items[0])[0])
+
+
+@pytest.mark.parametrize("query_batch_size", [None, 3])
+def test_score_all_passes_query_batches_then_ranks_every_user_at_once(model, query_batch_size):
+    model.query_batch_size = query_batch_size
+    assert isinstance(model, FullRanker) and model.backbone_dtype == ""
+    with torch.no_grad():
+        scores = model.score_all(Queries(tuple(range(1, 5)), "valid", tuple(tuple(h) for h in HISTORIES)))
+        size = query_batch_size or len(HISTORIES)
+        vectors = torch.cat([model.user_vectors(HISTORIES[i : i + size]) for i in range(0, len(HISTORIES), size)])
+    assert torch.equal(scores, model.score_items(vectors))
 
 
 def test_layerwise_infonce_prefers_matching_rows():

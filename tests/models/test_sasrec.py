@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.metrics import metrics_from_ranks, target_ranks
-from llm_seqrec.models import SASRec, SASRecConfig, left_pad, length_bucketed_batches
+from llm_seqrec.data.padding import left_pad
+from llm_seqrec.models import SASRec, SASRecConfig
+from llm_seqrec.models.recommender import FullRanker, Queries
 
 N_ITEMS = 30
 
@@ -100,6 +102,21 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, num_heads):
     assert torch.equal(actual, expected)
 
 
+def test_score_all_scores_the_queries_last_max_len_items():
+    model = small_model().eval()
+    assert isinstance(model, FullRanker) and model.backbone_dtype == ""
+    histories = ((1, 2, 3), tuple(range(1, 20)))  # the second is cut to its last 12 items
+    with torch.no_grad():
+        scores = model.score_all(Queries((1, 2), "valid", histories))
+        expected = model.score_items(model.user_state(left_pad(histories, max_len=12)))
+    assert scores.shape == (2, N_ITEMS + 1) and torch.equal(scores, expected)
+
+
+def test_config_refuses_heads_that_do_not_divide_the_hidden_size():
+    with pytest.raises(ValueError, match="hidden_size=16 is not divisible by num_heads=3"):
+        small_model(num_heads=3)
+
+
 def test_rejects_sequences_longer_than_max_len():
     with pytest.raises(ValueError, match="max_len"):
         small_model()(torch.ones(1, 13, dtype=torch.long))
@@ -136,17 +153,3 @@ def test_chunked_loss_equals_the_whole_logits_cross_entropy_on_a_real_batch(amaz
     torch.testing.assert_close(chunked, before, rtol=1e-6, atol=0)
     for name, grad in expected.items():
         torch.testing.assert_close(actual[name], grad, rtol=1e-5, atol=1e-8, msg=name)
-
-
-def test_length_bucketed_batches_hold_every_row_once_with_similar_lengths_in_a_batch():
-    lengths = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(1))
-    batches = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
-    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
-    assert max(len(b) for b in batches) == 32
-    # within a window of 4 batches the lengths are sorted, so a batch spans far less than random ones do
-    spread = [int(lengths[b].max() - lengths[b].min()) for b in batches]
-    plain = length_bucketed_batches(lengths, 32, None, torch.Generator().manual_seed(2))
-    assert sum(spread) < 0.4 * sum(int(lengths[b].max() - lengths[b].min()) for b in plain)
-    again = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
-    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))  # the generator decides
-    assert torch.equal(torch.cat(plain), torch.randperm(1000, generator=torch.Generator().manual_seed(2)))

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from llm_seqrec.data.schema import SCORE_COLUMNS, split_inputs
 from llm_seqrec.evaluation.metrics import target_ranks
-from llm_seqrec.models import SASRec, left_pad
+from llm_seqrec.data.padding import left_pad
+from llm_seqrec.models import SASRec
 
 pytestmark = pytest.mark.slow
 

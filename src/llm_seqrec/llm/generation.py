@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt, Le
+from pydantic import ConfigDict
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     NoRepeatNGramLogitsProcessor,
@@ -26,12 +29,17 @@ from llm_seqrec.llm.backbone import Backbone
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    max_new_tokens: int = 96
-    batch_size: int = 32
+    """Decoding settings; greedy unless ``do_sample``. Defined once: ``summarization.generation`` in the
+    parameters is this (the ``Annotated`` bounds are pydantic's)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    max_new_tokens: Annotated[int, Ge(1)] = 96
+    batch_size: Annotated[int, Ge(1)] = 32
     do_sample: bool = False
-    no_repeat_ngram_size: int = 0  # > 0: no n-gram twice in a row's text (prompt included); 0 = off
-    temperature: float = 1.0
-    top_p: float = 1.0
+    no_repeat_ngram_size: Annotated[int, Ge(0)] = 0  # > 0: no n-gram twice in a row's text (prompt included); 0 = off
+    temperature: Annotated[float, Gt(0)] = 1.0
+    top_p: Annotated[float, Gt(0), Le(1)] = 1.0
 
     def identity(self) -> dict:
         """The settings that change the output text (batch size does not), for cache keys."""

@@ -1,5 +1,5 @@
-"""Pure torch models, no Kedro: each module one model with a plain ``forward``."""
+"""Pure torch models, no Kedro: each module one model, each a recommender (``models.recommender``)."""
 
-from llm_seqrec.models.sasrec import SASRec, SASRecConfig, left_pad, length_bucketed_batches
+from llm_seqrec.models.sasrec import SASRec, SASRecConfig
 
-__all__ = ["SASRec", "SASRecConfig", "left_pad", "length_bucketed_batches"]
+__all__ = ["SASRec", "SASRecConfig"]

@@ -1,6 +1,7 @@
 """RA-Rec (Yu et al., 2024): a frozen ID model's item embeddings aligned into a frozen LLM as soft prompts.
 
-Two passes of the frozen decoder over a user's recent history h_1..h_n (rows right-padded):
+Two passes of the frozen decoder over a user's recent history h_1..h_n (rows right-padded; the
+token layout is ``models.aligner_prompt``):
 
     hybrid     [c_1 .. c_K]   [ID h_1] text(h_1)  [ID h_2] text(h_2) ... [ID h_n] text(h_n)  readout
     text-only  instruction    text(h_1) text(h_2) ... text(h_n)  readout
@@ -35,15 +36,17 @@ semantics. Only the aligner (W, b, c, U, V) trains; the LLM and the ID table sta
 from __future__ import annotations
 
 import functools
-import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-PAD = 0
+from llm_seqrec.data.schema import PAD
+from llm_seqrec.models.aligner_prompt import PromptLayout
+from llm_seqrec.models.recommender import Queries
 
 
 @dataclass(frozen=True)
@@ -140,57 +143,6 @@ class IDAligner(nn.Module):
         return model
 
 
-@dataclass(frozen=True)
-class PromptLayout:
-    """Token ids of both passes' fixed parts and of every item's text line (see the module docstring)."""
-
-    instruction: tuple[int, ...]  # the text-only pass's instruction; the hybrid pass has len(instruction) prefix vectors
-    readout: tuple[int, ...]
-    item_text: Mapping[int, Sequence[int]]  # item_idx -> its line's token ids
-    placeholder: int  # any token id: soft positions carry it until layer 0 replaces their state
-    history_items: int  # the most recent items shown
-
-    def batch(self, histories: Sequence[Sequence[int]], with_text: bool = True) -> dict[str, torch.Tensor]:
-        """Padded tensors of a batch of histories (each cut to its last ``history_items`` items):
-        ``ids, mask, last`` and the ID positions ``id_rows, id_cols, id_items`` of the hybrid pass, and
-        with ``with_text`` ``text_ids, text_mask, text_last`` of the text-only pass."""
-        hybrid, text, id_rows, id_cols, id_items = [], [], [], [], []
-        K = len(self.instruction)
-        for row, history in enumerate(histories):
-            shown = [int(i) for i in history][-self.history_items :]
-            if not shown:
-                raise ValueError("every history needs at least one item")
-            ids, plain = [self.placeholder] * K, list(self.instruction)
-            for item in shown:
-                id_rows.append(row)
-                id_cols.append(len(ids))
-                id_items.append(item)
-                ids.append(self.placeholder)
-                ids.extend(self.item_text[item])
-                plain.extend(self.item_text[item])
-            hybrid.append(ids + list(self.readout))
-            text.append(plain + list(self.readout))
-        out = dict(zip(("ids", "mask", "last"), _right_pad(hybrid, self.placeholder), strict=True))
-        out.update(
-            id_rows=torch.tensor(id_rows, dtype=torch.long),
-            id_cols=torch.tensor(id_cols, dtype=torch.long),
-            id_items=torch.tensor(id_items, dtype=torch.long),
-        )
-        if with_text:
-            out.update(zip(("text_ids", "text_mask", "text_last"), _right_pad(text, self.placeholder), strict=True))
-        return out
-
-
-def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ids ``[B, L]``, attention mask ``[B, L]`` and each row's last real position ``[B]``."""
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-    for r, row in enumerate(rows):
-        ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-    mask = (torch.arange(ids.shape[1]) < lengths.unsqueeze(1)).long()
-    return ids, mask, lengths - 1
-
-
 def _replace_soft_positions(positions, values, module, args, kwargs):
     """Forward pre-hook: the layer's input at ``positions`` becomes ``values`` (out of place, so
     gradients reach ``values`` and the states it replaces get none)."""
@@ -207,15 +159,21 @@ def _layer_output(output) -> torch.Tensor:
 
 class RARec(nn.Module):
     """A frozen decoder (``LlamaModel``-like: ``.layers``, ``last_hidden_state``) with the aligner's soft
-    prompts: user representations, scores over items, and the training loss. Only ``aligner`` trains."""
+    prompts: user representations, scores over items (a full ranker), and the training loss. Only
+    ``aligner`` trains. ``backbone_dtype`` names the decoder's dtype; ``query_batch_size`` users go
+    through the LLM at a time (all when None)."""
 
-    def __init__(self, decoder: nn.Module, aligner: IDAligner, layout: PromptLayout) -> None:
+    def __init__(self, decoder: nn.Module, aligner: IDAligner, layout: PromptLayout, backbone_dtype: str = "",
+                 query_batch_size: int | None = None, progress: bool = False) -> None:
         super().__init__()
         if len(decoder.layers) != aligner.config.n_layers or len(layout.instruction) != aligner.config.n_prefix:
             raise ValueError("the aligner's layers and prefix length must match the decoder's layers and the instruction")
         self.decoder = decoder.requires_grad_(False).eval()
         self.aligner = aligner
         self.layout = layout
+        self.backbone_dtype = backbone_dtype
+        self.query_batch_size = query_batch_size
+        self.progress = progress
 
     def _run(self, ids, mask, last, soft=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Final readout states ``[B, hidden]`` and every layer's output at the readout ``[n_layers, B, hidden]``;
@@ -290,18 +248,29 @@ class RARec(nn.Module):
             _, text_layers = self.text_forward(batch)
         return bpr + infonce_weight * layerwise_infonce(hybrid_layers, text_layers, temperature)
 
-    def queries(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """U h_u ``[B, score_dim]`` for a batch of histories (hybrid pass only)."""
         device = self.aligner.prefix.device
         batch = {k: v.to(device) for k, v in self.layout.batch(histories, with_text=False).items()}
         user, _ = self(batch)
         return self.aligner.user_queries(user)
 
-    def score_all(self, queries: torch.Tensor) -> torch.Tensor:
+    def score_items(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, n_items + 1]`` of every item (column = item_idx; column 0, padding, is -inf)."""
-        scores = queries @ self.aligner.item_keys().T
+        scores = user_vectors @ self.aligner.item_keys().T
         scores[:, PAD] = float("-inf")
         return scores
+
+    def score_all(self, queries: Queries) -> torch.Tensor:
+        """Every item's score for the queries' histories: the LLM passes ``query_batch_size`` users at a
+        time, then one product with the item keys for all of them."""
+        size = max(1, self.query_batch_size or len(queries))
+        starts = range(0, len(queries), size)
+        vectors = torch.cat([
+            self.user_vectors(queries.histories[i : i + size]).cpu()
+            for i in tqdm(starts, desc=f"ra_rec {queries.cutoff}", unit="batch", disable=not self.progress)
+        ])
+        return self.score_items(vectors.to(self.aligner.prefix.device))
 
 
 def layerwise_infonce(hybrid: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -314,12 +283,3 @@ def layerwise_infonce(hybrid: torch.Tensor, text: torch.Tensor, temperature: flo
     labels = torch.arange(hybrid.shape[1], device=hybrid.device).expand(hybrid.shape[0], -1)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
-
-def weights_fingerprint(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """SHA-256 over names and exact bytes of ``tensors`` (e.g. ``module.state_dict().items()``): equal
-    fingerprints before and after training show the weights did not move."""
-    digest = hashlib.sha256()
-    for name, tensor in tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

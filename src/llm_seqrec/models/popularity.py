@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
-from llm_seqrec.data.schema import split_inputs
+from llm_seqrec.data.schema import SPLITS, split_inputs
+from llm_seqrec.models.recommender import Queries
 
 
 def item_counts(user_sequences: pd.DataFrame, split: str, n_items: int) -> np.ndarray:
@@ -19,3 +21,17 @@ def item_counts(user_sequences: pd.DataFrame, split: str, n_items: int) -> np.nd
         raise ValueError(f"user_sequences holds item_idx {len(counts) - 1}, beyond n_items={n_items}")
     counts[0] = 0.0
     return counts
+
+
+class Popularity:
+    """A full ranker that gives every user at a cutoff the same scores: ``item_counts`` of that cutoff."""
+
+    backbone_dtype = ""  # no LLM
+
+    def __init__(self, user_sequences: pd.DataFrame, n_items: int) -> None:
+        self.counts = {split: torch.from_numpy(item_counts(user_sequences, split, n_items)) for split in SPLITS}
+
+    def score_all(self, queries: Queries) -> torch.Tensor:
+        if queries.cutoff not in self.counts:
+            raise ValueError(f"popularity counts exist for the cutoffs {SPLITS}, not {queries.cutoff!r}")
+        return self.counts[queries.cutoff].expand(len(queries), -1)

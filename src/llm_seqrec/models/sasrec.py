@@ -4,34 +4,58 @@ Sequences are left-padded with item 0, so the most recent item is always the las
 are counted back from that last column, which makes every state independent of how much padding
 precedes the sequence (a batch may be cut to its longest member). Output scores use the item
 embedding table itself (tied), so an item's ID embedding and its output vector are one and the same.
+As a ``FullRanker`` it scores every item for users' histories (their last ``max_len`` items).
+
+``SASRecArchitecture`` is the model's shape, defined once: ``SASRecConfig`` adds the catalogue size
+it is built for, and the ``sasrec`` parameter section (``training.id_model.SASRecSettings``) adds the
+training settings.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Lt
+from pydantic import ConfigDict
 from torch import nn
 
+from llm_seqrec.data.padding import left_pad
+from llm_seqrec.data.schema import PAD
 from llm_seqrec.models.losses import linear_cross_entropy
-
-PAD = 0
+from llm_seqrec.models.recommender import Queries
 
 
 @dataclass(frozen=True)
-class SASRecConfig:
-    n_items: int  # items are 1..n_items; 0 is padding
-    max_len: int = 200
-    hidden_size: int = 64
-    num_blocks: int = 2
-    num_heads: int = 1
-    dropout: float = 0.2
+class SASRecArchitecture:
+    """The model's shape (the ``Annotated`` bounds are pydantic's, when a parameter section holds it)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    max_len: Annotated[int, Ge(1)] = 200
+    hidden_size: Annotated[int, Ge(8)] = 64
+    num_blocks: Annotated[int, Ge(1)] = 2
+    num_heads: Annotated[int, Ge(1)] = 1
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.2
     # Dropout on attention probabilities. Off by default: on CPU it forces attention off the fused
     # kernel and costs about 40% of a training step at max_len 200.
-    attention_dropout: float = 0.0
+    attention_dropout: Annotated[float, Ge(0), Lt(1)] = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+
+    def architecture(self) -> dict:
+        """The shape's fields alone (a subclass's other settings left out)."""
+        return {name: getattr(self, name) for name in SASRecArchitecture.__dataclass_fields__}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SASRecConfig(SASRecArchitecture):
+    n_items: int  # items are 1..n_items; 0 is padding
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +104,8 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
+    backbone_dtype = ""  # no LLM
+
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
         self.config = config
@@ -127,6 +153,14 @@ class SASRec(nn.Module):
         scores[:, PAD] = float("-inf")
         return scores
 
+    @property
+    def device(self) -> torch.device:
+        return self.item_embedding.weight.device
+
+    def score_all(self, queries: Queries) -> torch.Tensor:
+        """Every item's score ``[n, n_items + 1]`` for the queries' histories, on the model's device."""
+        return self.score_items(self.user_state(left_pad(queries.histories, self.config.max_len).to(self.device)))
+
     def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item cross-entropy over every item at each position whose target is not padding: those
         positions are gathered first, then scored against the item table chunk by chunk
@@ -156,26 +190,3 @@ class SASRec(nn.Module):
         model.load_state_dict(artifact["state_dict"])
         return model
 
-
-def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
-    """The last ``max_len`` items of each sequence, left-padded to the longest kept length ``[N, L]``."""
-    length = max(1, min(max_len, max((len(s) for s in sequences), default=1)))
-    out = torch.full((len(sequences), length), PAD, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        kept = list(seq)[-length:]
-        if kept:
-            out[row, length - len(kept):] = torch.as_tensor(kept, dtype=torch.long)
-    return out
-
-
-def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, window: int | None,
-                            generator: torch.Generator) -> list[torch.Tensor]:
-    """Row indices of each batch of an epoch: the rows shuffled; with ``window``, sorted by ``lengths``
-    within each run of ``window`` batches and the batches shuffled, so that a batch holds similar lengths."""
-    order = torch.randperm(len(lengths), generator=generator)
-    if window is None:
-        return list(order.split(batch_size))
-    batches = []
-    for part in order.split(window * batch_size):
-        batches += part[torch.argsort(lengths[part], stable=True)].split(batch_size)
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]

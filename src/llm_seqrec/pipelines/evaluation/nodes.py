@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
-from llm_seqrec.data.schema import SPLITS
 from llm_seqrec.evaluation.protocol import (
     evaluation_user_sets,
-    full_ranking_rows,
     llm_user_sample,
     metrics_table,
     sampled_rows,
 )
 from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
+from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.scoring import zeroshot_scores
-from llm_seqrec.models.popularity import item_counts
+from llm_seqrec.models.popularity import Popularity
 from llm_seqrec.params import BackboneParams, DatasetParams, EvaluationParams
 
 logger = logging.getLogger(__name__)
-
-
-def _same_scores_for_everyone(scores: torch.Tensor) -> Callable[[list[list[int]]], torch.Tensor]:
-    return lambda inputs: scores.expand(len(inputs), -1)
 
 
 def score_popularity(
@@ -36,15 +29,8 @@ def score_popularity(
 ) -> pd.DataFrame:
     """``pop_scores``: both protocols, both splits, every user."""
     params = EvaluationParams.model_validate(evaluation)
-    n_items = int(item_catalog["item_idx"].max())
-    tables = []
-    for split in SPLITS:
-        counts = item_counts(user_sequences, split, n_items)
-        score_fn = _same_scores_for_everyone(torch.from_numpy(counts))
-        tables.append(full_ranking_rows(score_fn, user_sequences, split, params.exclude_seen))
-        rows = eval_candidates[eval_candidates["split"] == split]
-        tables.append(sampled_rows([counts[np.asarray(c, dtype=np.int64)] for c in rows["candidates"]], rows))
-    return pd.concat(tables, ignore_index=True)
+    model = Popularity(user_sequences, int(item_catalog["item_idx"].max()))
+    return score_table(model, user_sequences, eval_candidates, exclude_seen=params.exclude_seen, desc="popularity")
 
 
 def score_llm_zeroshot(

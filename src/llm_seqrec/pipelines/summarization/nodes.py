@@ -12,7 +12,7 @@ from llm_seqrec.data.schema import split_input
 from llm_seqrec.datasets.summary_cache import SummaryCache
 from llm_seqrec.evaluation.protocol import llm_user_sample
 from llm_seqrec.llm.backbone import load_backbone
-from llm_seqrec.llm.generation import GenerationSettings, generate_chat
+from llm_seqrec.llm.generation import generate_chat
 from llm_seqrec.llm.summarize import Request, Templates, covered_items, history_blocks, item_lines, summarize
 from llm_seqrec.params import BackboneParams, EvaluationParams, SummarizationParams
 
@@ -66,7 +66,7 @@ def summarize_histories(
     shown = {i for r in requests for block in r.blocks for i in block}
     texts = item_catalog.set_index("item_idx")["text"]
     templates = Templates(version=params.prompt_version, **params.templates.model_dump())
-    settings = GenerationSettings(**params.generation.model_dump())
+    settings = params.generation
     return summarize(
         requests,
         method=params.method,

@@ -1,0 +1,106 @@
+"""SASRec's training procedure (no Kedro): next-item prediction at every position of every user's
+training items, early stopping on full-ranking NDCG@10 at the ``valid`` cutoff over a seeded sample.
+
+Each batch's mean loss is weighted by its share of the epoch's target positions, so that an epoch
+optimises the mean over every position however the batches group them (length buckets do not
+up-weight the positions of short histories).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from annotated_types import Ge
+
+from llm_seqrec.data.fingerprint import data_fingerprint
+from llm_seqrec.data.padding import left_pad
+from llm_seqrec.data.schema import PAD
+from llm_seqrec.evaluation.scoring import validation_metric
+from llm_seqrec.models.sasrec import SASRec, SASRecArchitecture, SASRecConfig
+from llm_seqrec.training.config import TrainingConfig
+from llm_seqrec.training.loop import FitResult, fit
+from llm_seqrec.training.state import seed_everything
+
+
+@dataclass(frozen=True)
+class SASRecSettings(SASRecArchitecture):
+    """The ``sasrec`` parameter section: the model's shape, then how it trains."""
+
+    loss: Literal["ce", "sampled_softmax"] = "ce"
+    n_sampled_negatives: Annotated[int, Ge(1)] = 256
+    # Batches of similar history lengths, so that a batch (cut to its longest member) pads little: each
+    # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
+    # are shuffled. None = plain shuffled batches.
+    bucket_window: Annotated[int, Ge(1)] | None = None
+    training: TrainingConfig = TrainingConfig()
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, window: int | None,
+                            generator: torch.Generator) -> list[torch.Tensor]:
+    """Row indices of each batch of an epoch: the rows shuffled; with ``window``, sorted by ``lengths``
+    within each run of ``window`` batches and the batches shuffled, so that a batch holds similar lengths."""
+    order = torch.randperm(len(lengths), generator=generator)
+    if window is None:
+        return list(order.split(batch_size))
+    batches = []
+    for part in order.split(window * batch_size):
+        batches += part[torch.argsort(lengths[part], stable=True)].split(batch_size)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+def eval_user_sample(user_sequences: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """The seeded users whose validation metric early stopping reads (in ``user_sequences`` order); all when ``n`` is None."""
+    if n is None or n >= len(user_sequences):
+        return user_sequences
+    return user_sequences.iloc[np.sort(np.random.default_rng(seed).choice(len(user_sequences), n, replace=False))]
+
+
+def train_sasrec(
+    user_sequences: pd.DataFrame, n_items: int, settings: SASRecSettings, exclude_seen: bool = False
+) -> tuple[SASRec, FitResult]:
+    """SASRec over items 1..``n_items``, trained on every user's training items; the model holds the
+    best weights (``FitResult.best_state_dict``)."""
+    training = settings.training
+    seed_everything(training.seed)
+    config = SASRecConfig(n_items=n_items, **settings.architecture())
+    model = SASRec(config)
+
+    sequences = [s for s in user_sequences["train_items"] if len(s) > 1]
+    inputs = left_pad([s[:-1] for s in sequences], settings.max_len)
+    targets = left_pad([s[1:] for s in sequences], settings.max_len)
+    lengths = (inputs != PAD).sum(1)
+    positions_per_batch = float(lengths.sum()) / math.ceil(len(inputs) / training.batch_size)
+    n_negatives = settings.n_sampled_negatives if settings.loss == "sampled_softmax" else None
+
+    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict]:
+        for rows in length_bucketed_batches(lengths, training.batch_size, settings.bucket_window, generator):
+            width = int(lengths[rows].max())
+            batch = {"item_seq": inputs[rows, -width:], "targets": targets[rows, -width:]}
+            if n_negatives is not None:
+                batch["negatives"] = torch.randint(1, n_items + 1, (n_negatives,), generator=generator)
+            yield batch
+
+    valid = eval_user_sample(user_sequences, training.eval_users, training.seed)
+
+    def validate(model: SASRec) -> float:
+        return validation_metric(model, valid, exclude_seen=exclude_seen, batch_size=training.batch_size)
+
+    def loss_fn(model: SASRec, batch: dict) -> torch.Tensor:
+        return model.loss(**batch) * ((batch["targets"] != PAD).sum() / positions_per_batch)
+
+    run_config = {
+        "model": config.to_dict(),
+        "loss": settings.loss,
+        "n_sampled_negatives": n_negatives,
+        "bucket_window": settings.bucket_window,
+        "exclude_seen": exclude_seen,
+        "data": data_fingerprint(inputs, targets, valid["user_idx"].to_numpy(), valid["valid_target"].to_numpy()),
+    }
+    result = fit(model, loss_fn, make_batches, validate, training, "sasrec", run_config)
+    return model, result
