@@ -20,6 +20,7 @@ from llm_seqrec.data.negatives import sample_negatives
 from llm_seqrec.evaluation.protocol import llm_user_sample
 from llm_seqrec.evaluation.scoring import Summaries, score_table, validation_metric
 from llm_seqrec.llm.backbone import Backbone
+from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.llm_recommender import LLMRecommender
 from llm_seqrec.models.losses import yes_no_bce
 from llm_seqrec.training.config import TrainingConfig
@@ -185,19 +186,23 @@ def cutoff_examples(
 def adapter_scores(
     adapter: dict,
     backbone: Backbone,
-    titles: Mapping[int, str],
     user_sequences: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    user_summaries: pd.DataFrame,
     eval_candidates: pd.DataFrame,
-    users: Sequence[int],
-    summaries: Summaries,
     *,
+    max_item_chars: int,
+    sample: int | None,
+    sample_seed: int,
     every_summary: bool,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, str]:
-    """A LoRA recommender artifact's score table (sampled protocol, both splits, ``users``; prompts as
-    the adapter was trained) and its model name. With ``every_summary`` and a prompt that shows
-    summaries, every evaluated (user, cutoff) must have one."""
-    model = LLMRecommender.from_artifact(adapter, backbone, titles)
+    """A LoRA recommender artifact's score table (sampled protocol, both splits, the LLM user sample of
+    ``sample`` users; prompts as the adapter was trained) and its model name. With ``every_summary``
+    and a prompt that shows summaries, every evaluated (user, cutoff) must have one."""
+    model = LLMRecommender.from_artifact(adapter, backbone, item_titles(item_catalog, max_item_chars))
+    users = llm_user_sample(user_sequences, sample, sample_seed)
+    summaries = summaries_by_cutoff(user_summaries)
     if every_summary and model.config.prompt.use_summary:
         require_summaries(summaries, eval_candidates, users)
     name = model.config.meta["model"]

@@ -183,12 +183,11 @@ def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Dat
     """``sft_scores`` / ``dmpo_scores`` / ``sdpo_scores``: each shared candidate's title log-likelihood
     (per token where the adapter says so), with the ``model`` column; a user without a summary at a
     cutoff is shown none."""
-    eval_params = EvaluationParams.model_validate(evaluation)
-    backbone_params = BackboneParams.model_validate(backbone)
+    eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
     table, name = adapter_scores(
-        adapter, load_backbone(**backbone_params.loader_kwargs()), item_titles(item_catalog, backbone_params.max_item_chars),
-        user_sequences, eval_candidates, llm_user_sample(user_sequences, eval_params.llm_user_sample, eval_params.seed),
-        summaries_by_cutoff(user_summaries), every_summary=False, progress=eval_params.progress,
+        adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
+        eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
+        sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress,
     )
     return table.assign(model=name)
 

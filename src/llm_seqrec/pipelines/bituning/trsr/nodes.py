@@ -96,11 +96,9 @@ def score_trsr(
 ) -> pd.DataFrame:
     """``trsr_scores`` / ``trsr_no_summary_scores``: p(Yes) of every shared candidate of the LLM user
     sample; where the prompt shows summaries, every evaluated (user, cutoff) must have one."""
-    eval_params = EvaluationParams.model_validate(evaluation)
-    backbone_params = BackboneParams.model_validate(backbone)
-    table, _ = adapter_scores(
-        adapter, load_backbone(**backbone_params.loader_kwargs()), item_titles(item_catalog, backbone_params.max_item_chars),
-        user_sequences, eval_candidates, llm_user_sample(user_sequences, eval_params.llm_user_sample, eval_params.seed),
-        summaries_by_cutoff(user_summaries), every_summary=True, progress=eval_params.progress,
-    )
-    return table
+    eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
+    return adapter_scores(
+        adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
+        eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
+        sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress,
+    )[0]
