@@ -26,18 +26,12 @@ import torch
 
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import item_titles
-from llm_seqrec.models.llm_recommender import (
-    LLMRecommender,
-    PromptSettings,
-    RecommenderConfig,
-    fit_preference,
-    reference_logprobs,
-    sample_negatives,
-    train_cutoff_examples,
-    training_users,
-)
+from llm_seqrec.data.negatives import sample_negatives
+from llm_seqrec.models.llm_recommender import LLMRecommender, PromptSettings, RecommenderConfig
 from llm_seqrec.params import DMPOParams
 from llm_seqrec.training import TrainingConfig
+from llm_seqrec.training.lora import train_cutoff_examples, training_users
+from llm_seqrec.training.preference import fit_preference, reference_logprobs
 from llm_seqrec.pipelines.data_processing.nodes import prepare_interactions, split_leave_one_out
 from project import AMAZON  # benchmarks/ is the script's folder
 

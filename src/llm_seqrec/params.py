@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from llm_seqrec.llm.generation import GenerationSettings
 from llm_seqrec.llm.model_files import resolve_model_files
 from llm_seqrec.models.bituning_prompts import PromptConfig
+from llm_seqrec.models.llm_recommender import LoraSettings, PromptSettings, RecentItems, RecommenderConfig, SummaryTokens
 from llm_seqrec.models.mformer import MFormerSettings
 from llm_seqrec.training.bituning import BiTuningPreferenceConfig
 from llm_seqrec.training.config import TrainingConfig
@@ -174,24 +175,15 @@ class SummarizationParams(Strict):
 AlignmentParams = AlignmentConfig
 
 
-class LoraParams(Strict):
-    """A LoRA adapter (PEFT) on the backbone, nested as ``lora`` in ``trsr`` and ``dmpo``."""
-
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
-
-
 class TRSRParams(Strict):
     """LLM-TRSR's LoRA yes/no recommender and its no-summary ablation (``trsr.*``)."""
 
-    recent_items: int = Field(3, ge=1)  # titles shown before the candidate (paper: 3)
-    summary_tokens: int = Field(64, ge=1)  # a summary is cut to this many tokens in the prompt
+    recent_items: RecentItems = PromptSettings.recent_items  # titles shown before the candidate (paper: 3)
+    summary_tokens: SummaryTokens = PromptSettings.summary_tokens  # a summary is cut to this many tokens in the prompt
     train_users: int | None = Field(None, ge=1)  # of the users with a train-cutoff summary; None = all
     negatives: int = Field(1, ge=1)  # random negatives per positive, drawn afresh each epoch (paper: 1:1)
     seed: int = 42  # order of the training users
-    lora: LoraParams = LoraParams()
+    lora: LoraSettings = LoraSettings()
     training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=3e-3, patience=1, eval_users=32)
 
 
@@ -200,16 +192,16 @@ class DMPOParams(Strict):
 
     train_users: int = Field(256, ge=1)  # training users of sft, dmpo and sdpo (summarised users first)
     few_shot_users: list[int] = []  # sweep: an SFT + DMPO model per size (nested user sets); [] = none
-    recent_items: int = Field(5, ge=1)
-    use_summary: bool = True  # show the user's summary where the summary cache has one
-    summary_tokens: int = Field(64, ge=1)
+    recent_items: RecentItems = 5
+    use_summary: bool = PromptSettings.use_summary  # show the user's summary where the summary cache has one
+    summary_tokens: SummaryTokens = PromptSettings.summary_tokens
     negatives: int = Field(3, ge=1)  # k negatives per positive, sampled once (reference log-probs are cached)
     beta: float = Field(1.0, gt=0)
     sft_weight: float = Field(0.0, ge=0)  # weight of the positive's SFT loss added to the preference loss
-    length_normalize: bool = True  # rank candidates by title log-likelihood per token
+    length_normalize: bool = RecommenderConfig.length_normalize  # rank candidates by title log-likelihood per token
     train_dataset: DatasetParams | None = None  # set in dmpo_transfer only: the data set trained on
     seed: int = 42  # order of the training users and the negatives
-    lora: LoraParams = LoraParams()
+    lora: LoraSettings = LoraSettings()
     sft: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
     preference: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=1e-3, eval_every=2)
 

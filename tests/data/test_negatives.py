@@ -1,12 +1,14 @@
-"""Evaluation candidates: the target first, then seeded, distinct, never-interacted items."""
+"""Evaluation candidates: the target first, then seeded, distinct, never-interacted items; and one
+training example's negatives (``sample_negatives``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from llm_seqrec.data.negatives import check_enough_negatives, interacted_pairs, sample_eval_candidates
+from llm_seqrec.data.negatives import check_enough_negatives, interacted_pairs, sample_eval_candidates, sample_negatives
 from llm_seqrec.data.schema import CANDIDATE_COLUMNS, SPLITS
 
 
@@ -92,3 +94,12 @@ def test_interacted_pairs_cover_training_items_and_both_targets():
     for row in sequences.itertuples():
         expected = sorted([*row.train_items, row.valid_target, row.test_target])
         assert sorted(items[users == row.user_idx]) == expected
+
+
+def test_training_negatives_avoid_the_users_items():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        drawn = sample_negatives(6, {1, 2, 3}, 2, generator)
+        assert len(set(drawn)) == 2 and not set(drawn) & {1, 2, 3}
+    with pytest.raises(ValueError, match="cannot draw"):
+        sample_negatives(4, {1, 2, 3}, 2, generator)

@@ -6,7 +6,9 @@ import torch
 
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import chat_prompt_ids, item_titles, recent_items_message, text_ids, truncate
-from llm_seqrec.llm.scoring import score_continuations, zeroshot_scores
+from llm_seqrec.evaluation.scoring import score_table
+from llm_seqrec.llm.scoring import next_token_logits, score_continuations
+from llm_seqrec.models.zeroshot import ZeroShotLLM
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "The Shawshank Redemption (1994)", "X"]
 
@@ -84,6 +86,19 @@ def test_gradients_through_a_lora_model_equal_naive_gradients():
         assert relative_error < 1e-4, (name, relative_error.item())
 
 
+def test_next_token_logits_multiply_only_the_asked_rows(backbone):
+    prompt = tiny_prompt(backbone.tokenizer)
+    continuations = [text_ids(backbone.tokenizer, t) for t in TITLES[:3]]
+    assert len({len(c) for c in continuations}) > 1  # right padding is exercised
+    with torch.no_grad():
+        some = next_token_logits(backbone.model, prompt, continuations, [10, 20, 30])
+        for row, ids in enumerate(continuations):
+            full = backbone.model(input_ids=torch.tensor([prompt + ids])).logits[0, -1].float()
+            torch.testing.assert_close(some[row], full[[10, 20, 30]], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        next_token_logits(backbone.model, [], continuations, [10])
+
+
 def test_zeroshot_scores_follow_the_split_inputs(backbone):
     catalog = pd.DataFrame(
         {"item_idx": [1, 2, 3, 4, 5], "item_id": list("abcde"), "title": TITLES + ["Casino (1995) " * 20]}
@@ -93,19 +108,18 @@ def test_zeroshot_scores_follow_the_split_inputs(backbone):
         {"user_idx": [7], "user_id": ["u"], "train_items": [[1, 2]], "valid_target": [3], "test_target": [5]}
     )
     candidates = pd.DataFrame({"user_idx": [7, 7], "split": ["test", "valid"], "candidates": [[5, 1], [3, 4, 2]]})
-    scores = zeroshot_scores(
-        backbone.model, backbone.tokenizer, sequences, catalog, candidates,
-        recent_items=2, max_item_chars=40, length_normalize=True, progress=False,
-    )
-    assert [len(s) for s in scores] == [2, 3]
     titles = item_titles(catalog, 40)
+    model = ZeroShotLLM(backbone, titles, recent_items=2, length_normalize=True)
+    table = score_table(model, sequences, candidates)
+    assert table["split"].tolist() == ["valid", "test"] and [len(s) for s in table["candidate_scores"]] == [3, 2]
+    assert set(table["backbone_dtype"]) == {backbone.dtype_name}
     assert len(titles[5]) <= 40
     # test split: the last 2 input items are item 2 and the validation target, item 3.
     prompt = chat_prompt_ids(backbone.tokenizer, recent_items_message([titles[2], titles[3]]))
     with torch.no_grad():
-        candidates = [text_ids(backbone.tokenizer, titles[i]) for i in (5, 1)]
-        expected = score_continuations(backbone.model, prompt, candidates).mean().double()
-    torch.testing.assert_close(torch.tensor(scores[0], dtype=torch.float64), expected, atol=1e-5, rtol=1e-5)
+        continuations = [text_ids(backbone.tokenizer, titles[i]) for i in (5, 1)]
+        expected = score_continuations(backbone.model, prompt, continuations).mean().double()
+    torch.testing.assert_close(torch.tensor(table["candidate_scores"].iloc[1], dtype=torch.float64), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_prompt_ids_end_where_the_answer_starts(backbone):

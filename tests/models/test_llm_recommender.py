@@ -1,5 +1,6 @@
 """The LoRA LLM recommender on the real SmolLM2 backbone, with tiny prompts: its heads against naive
-full forwards, its adapter as a PEFT folder, and its training procedures."""
+full forwards, its adapter as a PEFT folder, and its candidate scoring (its training procedures:
+tests/training/test_lora.py)."""
 
 import pandas as pd
 import pytest
@@ -8,31 +9,12 @@ from kedro.io.core import Version
 
 from llm_seqrec.datasets import PeftAdapterDataset
 from llm_seqrec.llm.backbone import load_backbone
-from llm_seqrec.models.llm_recommender import (
-    Example,
-    LLMRecommender,
-    LoraSettings,
-    PromptSettings,
-    RecommenderConfig,
-    adapter_fingerprint,
-    fit_preference,
-    fit_sft,
-    fit_yes_no,
-    next_token_logits,
-    reference_logprobs,
-    sample_negatives,
-    score_candidates,
-    train_cutoff_examples,
-    training_users,
-)
-from llm_seqrec.training import TrainingConfig
+from llm_seqrec.evaluation.scoring import score_table
+from llm_seqrec.models.llm_recommender import LLMRecommender, LoraSettings, PromptSettings, RecommenderConfig
+from llm_seqrec.models.recommender import CandidateScorer, Queries
 
 TITLES = {1: "Nitrile gloves", 2: "Digital multimeter with probes", 3: "Pipette tips", 4: "Safety goggles",
           5: "Soldering iron kit 60W", 6: "Beaker set"}
-
-
-def tiny_training(**changes) -> TrainingConfig:
-    return TrainingConfig(**{"epochs": 1, "batch_size": 2, "lr": 0.01, "checkpoint_dir": None, "progress": False, **changes})
 
 
 def recommender(head: str, **prompt) -> LLMRecommender:
@@ -40,7 +22,7 @@ def recommender(head: str, **prompt) -> LLMRecommender:
     adapter, so the adapter matters in every comparison."""
     llm = load_backbone(dtype="float32", device="cpu")
     model = LLMRecommender(
-        llm, RecommenderConfig(head=head, backbone=llm.name, lora=LoraSettings(r=2), prompt=PromptSettings(**prompt))
+        llm, RecommenderConfig(head=head, backbone=llm.name, lora=LoraSettings(r=2), prompt=PromptSettings(**prompt)), TITLES
     )
     generator = torch.Generator().manual_seed(0)
     model.load_adapter_state_dict({k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in model.adapter_state_dict().items()})
@@ -76,15 +58,6 @@ def test_yes_no_head_is_the_two_way_softmax_at_the_answer_position(yes_no):
     torch.testing.assert_close(torch.sigmoid(log_odds), torch.stack(expected), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(scores, torch.stack(expected).double(), atol=1e-5, rtol=1e-4)
     assert yes_no.tokenizer.decode(yes_no.answer_ids) == "YesNo"
-
-
-def test_next_token_logits_multiply_only_the_asked_rows(yes_no):
-    prompt = yes_no.prompt_ids([TITLES[1]])
-    continuation = yes_no.candidate_ids(TITLES[4])
-    with torch.no_grad():
-        some = next_token_logits(yes_no.lm, prompt, [continuation], [10, 20, 30])
-        full = last_logits(yes_no, prompt, continuation)[-1]
-    torch.testing.assert_close(some[0], full[[10, 20, 30]], atol=1e-4, rtol=1e-4)
 
 
 def test_likelihood_head_sums_the_answer_tokens_only(likelihood):
@@ -155,68 +128,17 @@ def test_the_adapter_saves_reloads_and_scores_identically(tmp_path, yes_no):
     torch.testing.assert_close(torch.softmax(logits[yes_no.answer_ids], 0)[0].double(), before[0], atol=1e-5, rtol=1e-4)
 
 
-def test_training_users_are_nested_and_summarised_first():
-    sequences = pd.DataFrame({"user_idx": range(1, 11), "train_items": [[1, 2]] * 9 + [[1]]})
-    users = training_users(sequences, [3, 7], None, seed=1)
-    assert set(users[:2]) == {3, 7} and len(users) == 9 and 10 not in users  # user 10 has no training target
-    assert training_users(sequences, [3, 7], 5, seed=1) == users[:5]
-    examples = train_cutoff_examples(pd.DataFrame({"user_idx": [4], "train_items": [[5, 6, 7]]}), [4], {4: "s"})
-    assert examples == [Example(4, (5, 6), 7, "s")]
-
-
-def test_negatives_avoid_the_users_items():
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        drawn = sample_negatives(6, {1, 2, 3}, 2, generator)
-        assert len(set(drawn)) == 2 and not set(drawn) & {1, 2, 3}
-    with pytest.raises(ValueError, match="cannot draw"):
-        sample_negatives(4, {1, 2, 3}, 2, generator)
-
-
-EXAMPLES = [Example(1, (1, 2), 3, "Buys lab supplies.", (5, 6)), Example(2, (4,), 5, None, (1, 2))]
-
-
-def test_yes_no_and_sft_training_move_the_adapter():
-    model = recommender("yes_no")
-    start = {k: v.clone() for k, v in model.adapter_state_dict().items()}
-    result = fit_yes_no(model, EXAMPLES, TITLES, n_items=6, negatives=1, training=tiny_training(), name="t")
-    assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["loss"]))
-    assert any(not torch.equal(start[k], v) for k, v in model.adapter_state_dict().items())
-
-    model = recommender("likelihood")
-    before = model(model.prompt_ids([TITLES[1], TITLES[2]]), [model.candidate_ids(TITLES[3])]).item()
-    fit_sft(model, EXAMPLES, TITLES, tiny_training(epochs=3), name="s")
-    with torch.no_grad():
-        after = model(model.prompt_ids([TITLES[1], TITLES[2]]), [model.candidate_ids(TITLES[3])]).item()
-    assert after > before  # the answer became likelier
-
-
-def test_the_reference_never_changes_during_preference_training():
-    model = recommender("likelihood", recent_items=2)
-    sft_state = {k: v.clone() for k, v in model.adapter_state_dict().items()}
-    reference = reference_logprobs(model, EXAMPLES, TITLES)
-    cached = reference.clone()
-    assert reference.shape == (2, 3) and not reference.requires_grad
-    result = fit_preference(model, EXAMPLES, TITLES, reference, "dmpo", beta=1.0, sft_weight=0.1,
-                            training=tiny_training(epochs=2), name="p")
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.history)
-    assert torch.equal(reference, cached)  # the cache is read, never written
-    policy = reference_logprobs(model, EXAMPLES, TITLES)
-    assert not torch.allclose(policy, cached)  # while the policy moved
-    assert adapter_fingerprint(model.adapter_state_dict()) != adapter_fingerprint(sft_state)
-    model.load_adapter_state_dict(sft_state)  # the SFT state gives back exactly the cached reference
-    torch.testing.assert_close(reference_logprobs(model, EXAMPLES, TITLES), cached, atol=0, rtol=0)
-    with pytest.raises(ValueError, match="do not match"):
-        fit_preference(model, EXAMPLES, TITLES, reference[:1], "sdpo", 1.0, 0.0, tiny_training(), "p")
-
-
 def test_score_candidates_follow_the_split_inputs(likelihood):
+    assert isinstance(likelihood, CandidateScorer)
     sequences = pd.DataFrame({"user_idx": [7], "train_items": [[1, 2]], "valid_target": [3], "test_target": [4]})
     rows = pd.DataFrame({"user_idx": [7, 7], "split": ["valid", "test"], "candidates": [[3, 5], [4, 6, 1]]})
     summaries = {(7, "test"): "Buys lab supplies."}
-    scores = score_candidates(likelihood, TITLES, sequences, rows, summaries)
-    assert [len(s) for s in scores] == [2, 3]
+    table = score_table(likelihood, sequences, rows, summaries=summaries)
+    assert table["split"].tolist() == ["valid", "test"] and [len(s) for s in table["candidate_scores"]] == [2, 3]
     # test: the last two inputs are item 2 and the validation target 3, with the test-cutoff summary.
     prompt = likelihood.prompt_ids([TITLES[2], TITLES[3]], "Buys lab supplies.")
     expected = likelihood.scores(prompt, [likelihood.candidate_ids(TITLES[i]) for i in (4, 6, 1)])
-    torch.testing.assert_close(torch.tensor(scores[1], dtype=torch.float64), expected)
+    torch.testing.assert_close(torch.tensor(table["candidate_scores"].iloc[1], dtype=torch.float64), expected, atol=0, rtol=0)
+    # Queries as score_table builds them: the model reads the history and summary of each row.
+    direct = likelihood.score_candidates(Queries((7,), "test", ((1, 2, 3),), ("Buys lab supplies.",)), [[4, 6, 1]])
+    torch.testing.assert_close(torch.tensor(direct[0], dtype=torch.float64), expected, atol=0, rtol=0)

@@ -10,11 +10,12 @@ import pytest
 from conftest import AUTO_DTYPE, csv_params, layer_path, run_kedro
 from kedro.io.core import Version
 
+from llm_seqrec.data.fingerprint import weights_fingerprint
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.datasets import PeftAdapterDataset
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
-from llm_seqrec.models.llm_recommender import adapter_fingerprint
-from llm_seqrec.pipelines.bituning.dmpo import EXAMPLE_COLUMNS, collect_models, make_training_examples
+from llm_seqrec.pipelines.bituning.dmpo.nodes import collect_models, make_training_examples
+from llm_seqrec.training.preference import EXAMPLE_COLUMNS
 
 SAMPLE = 4
 PARAMS = {"evaluation": {"llm_user_sample": SAMPLE}, "backbone": {"max_item_chars": 40}}
@@ -111,7 +112,7 @@ def test_sft_then_dmpo_and_sdpo_from_cached_reference_logprobs(kedro_project, am
     models = layer_path(kedro_project, "06_models", "dmpo")
     sft, dmpo, sdpo = (load_adapter(models / name) for name in ("sft_adapter", "adapter", "sdpo_adapter"))
     reference = pd.read_parquet(models / "reference_logprobs.parquet")
-    fingerprint = adapter_fingerprint(sft["state_dict"])
+    fingerprint = weights_fingerprint(sft["state_dict"])
     assert set(reference["sft_adapter"]) == {fingerprint} and len(reference) == 4
     assert reference["items"].map(list).tolist() == [[t, *n] for t, n in zip(examples["target"], examples["negatives"])]
     for config, loss in ((dmpo["config"], "dmpo"), (sdpo["config"], "sdpo")):

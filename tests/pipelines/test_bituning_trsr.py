@@ -10,7 +10,7 @@ from conftest import AUTO_DTYPE, csv_params, layer_path, run_kedro
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
-from llm_seqrec.pipelines.bituning.trsr import train_trsr
+from llm_seqrec.pipelines.bituning.trsr.nodes import train_trsr
 
 SAMPLE = 4
 # Few evaluated users and short titles keep the LLM's prompts small on CPU (nested: runtime params

@@ -1,12 +1,13 @@
-"""Seeded candidate lists for the sampled protocol: the target, then items the user never touched.
+"""Negative items: the one sampler module, for evaluation and for training.
 
-Negatives are drawn by rejection on the whole (rows x draws) matrix at once: draw uniformly from all
-items, reject the user's items and repeats within a row, keep the first survivors, and redraw only
-for rows still short. A row whose user has touched most of the catalogue could need many rounds;
-after ``MAX_ROUNDS`` such rows draw directly from their allowed items instead.
+``sample_eval_candidates``: seeded candidate lists for the sampled protocol, the target then items
+the user never touched. Negatives are drawn by rejection on the whole (rows x draws) matrix at once:
+draw uniformly from all items, reject the user's items and repeats within a row, keep the first
+survivors, and redraw only for rows still short. A row whose user has touched most of the catalogue
+could need many rounds; after ``MAX_ROUNDS`` such rows draw directly from their allowed items instead.
 
-``sample_negatives`` is the training side's sampler: one user's k negatives from a torch generator,
-for the models trained on a positive against sampled negatives.
+``sample_negatives``: one training example's negatives from a ``torch.Generator`` (the LoRA
+recommenders' and Laser's training draws, so they follow the training loop's per-epoch seeding).
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def sample_eval_candidates(user_sequences: pd.DataFrame, n_items: int, n_negativ
     )[CANDIDATE_COLUMNS]
 
 
+def sample_negatives(n_items: int, excluded: set[int], k: int, generator: torch.Generator) -> tuple[int, ...]:
+    """``k`` distinct items in 1..n_items outside ``excluded`` (the user's own input and target items),
+    by rejection from rounds of ``2 k`` uniform draws of ``generator``."""
+    if n_items - len(excluded) < k:
+        raise ValueError(f"cannot draw {k} negatives from {n_items} items, {len(excluded)} of which are the user's")
+    chosen: list[int] = []
+    while len(chosen) < k:
+        for item in torch.randint(1, n_items + 1, (2 * k,), generator=generator).tolist():
+            if item not in excluded and item not in chosen and len(chosen) < k:
+                chosen.append(item)
+    return tuple(chosen)
+
+
 def interacted_pairs(user_sequences: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Every (user_idx, item_idx) of every history, training items and both targets."""
     user_idx = user_sequences["user_idx"].to_numpy(dtype=np.int64)
@@ -55,18 +69,6 @@ def interacted_pairs(user_sequences: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
         ]
     )
     return users, items
-
-
-def sample_negatives(n_items: int, excluded: set[int], k: int, generator: torch.Generator) -> tuple[int, ...]:
-    """``k`` distinct items in 1..n_items outside ``excluded`` (the user's own input and target items)."""
-    if n_items - len(excluded) < k:
-        raise ValueError(f"cannot draw {k} negatives from {n_items} items, {len(excluded)} of which are the user's")
-    chosen: list[int] = []
-    while len(chosen) < k:
-        for item in torch.randint(1, n_items + 1, (2 * k,), generator=generator).tolist():
-            if item not in excluded and item not in chosen and len(chosen) < k:
-                chosen.append(item)
-    return tuple(chosen)
 
 
 def check_enough_negatives(users: np.ndarray, items: np.ndarray, n_items: int, n_negatives: int) -> None:

@@ -13,36 +13,28 @@ Either way a prompt runs once and its candidates run as a batch of continuations
 Only the adapter trains; artifacts hold its weights (about a million numbers for r = 8) and the
 config, and the frozen backbone reloads from its source.
 
-Below the module: training examples, candidate scoring for the evaluation protocol, and the three
-training procedures (yes/no BCE, SFT, preference optimisation against cached reference log-probs),
-all through the shared ``training.fit`` loop. No Kedro here.
+As a ``CandidateScorer`` it reads item ids: ``titles`` (item_idx -> title, given at construction or
+to ``from_artifact``) turns them into the titles the prompts show. Its training procedures live in
+``training.lora`` and ``training.preference``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-import numpy as np
-import pandas as pd
 import torch
+from annotated_types import Ge, Lt, MinLen
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from pydantic import ConfigDict
 from torch import nn
-from tqdm.auto import tqdm
 
-from llm_seqrec.data.leakage import check_inputs_precede_targets
-from llm_seqrec.data.schema import split_input
-from llm_seqrec.evaluation.metrics import metrics_from_ranks
-from llm_seqrec.evaluation.protocol import llm_user_sample, sampled_rows
 from llm_seqrec.llm.backbone import Backbone
 from llm_seqrec.llm.prompts import SYSTEM, chat_prompt_ids, recent_items_message, text_ids
-from llm_seqrec.llm.scoring import score_continuations
-from llm_seqrec.models.losses import PREFERENCE_LOSSES, yes_no_bce
-from llm_seqrec.training import TrainingConfig
-from llm_seqrec.training import FitResult, fit
+from llm_seqrec.llm.scoring import next_token_logits, score_continuations
+from llm_seqrec.models.recommender import Queries
 
 Head = Literal["yes_no", "likelihood"]
 ANSWERS = ("Yes", "No")
@@ -51,10 +43,15 @@ _MARK = "\x00CANDIDATE\x00"  # stands for the candidate while the chat template 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """A LoRA adapter (PEFT) on the backbone; nested as ``lora`` in ``trsr`` and ``dmpo``, whose
+    parameters validate it (the ``Annotated`` bounds are pydantic's)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    r: Annotated[int, Ge(1)] = 8
+    alpha: Annotated[int, Ge(1)] = 16
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.05
+    target_modules: Annotated[tuple[str, ...], MinLen(1)] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def peft_config(self) -> LoraConfig:
         return LoraConfig(
@@ -62,11 +59,18 @@ class LoraSettings:
         )
 
 
+RecentItems = Annotated[int, Ge(1)]
+SummaryTokens = Annotated[int, Ge(1)]
+
+
 @dataclass(frozen=True)
 class PromptSettings:
-    recent_items: int = 3  # titles shown, the most recent last
+    """The prompt's layout; its fields are ``trsr``'s and ``dmpo``'s parameters of the same names
+    (whose defaults are these, but for dmpo's ``recent_items``)."""
+
+    recent_items: RecentItems = 3  # titles shown, the most recent last
     use_summary: bool = True  # show the user's summary where one is given
-    summary_tokens: int = 64  # a summary is cut to this many tokens, to keep prompts short
+    summary_tokens: SummaryTokens = 64  # a summary is cut to this many tokens, to keep prompts short
 
 
 @dataclass(frozen=True)
@@ -89,61 +93,22 @@ class RecommenderConfig:
         return cls(**{**data, "lora": LoraSettings(**lora), "prompt": PromptSettings(**data.get("prompt", {}))})
 
 
-def next_token_logits(
-    model: nn.Module, prompt: Sequence[int], continuations: Sequence[Sequence[int]], token_ids: Sequence[int]
-) -> torch.Tensor:
-    """Logits ``[n, len(token_ids)]`` of ``token_ids`` at the position after each whole continuation.
-
-    The prompt runs once and its KV cache is repeated over the right-padded continuations, as in
-    ``llm.scoring.score_continuations`` (which returns the continuations' own log-probabilities, not
-    the next token's); only the output-embedding rows of ``token_ids`` are multiplied. Works with
-    gradients and through a PEFT wrapper.
-    """
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-    device = head.weight.device
-    n = len(continuations)
-    lengths = torch.tensor([len(c) for c in continuations], device=device)
-    if n == 0 or int(lengths.min()) < 1 or len(prompt) == 0:
-        raise ValueError("next_token_logits needs a non-empty prompt and non-empty continuations")
-    width = int(lengths.max())
-    tokens = torch.zeros(n, width, dtype=torch.long, device=device)
-    for i, ids in enumerate(continuations):
-        tokens[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long, device=device)
-    prompt_ids = torch.as_tensor(prompt, dtype=torch.long, device=device).view(1, -1)
-    prompt_len = prompt_ids.shape[1]
-    cache = decoder(input_ids=prompt_ids, use_cache=True).past_key_values
-    cache.batch_repeat_interleave(n)
-    present = torch.arange(width, device=device) < lengths.unsqueeze(1)
-    out = decoder(
-        input_ids=tokens,
-        attention_mask=torch.cat([present.new_ones(n, prompt_len), present], dim=1).long(),
-        position_ids=(prompt_len + torch.arange(width, device=device)).expand(n, -1),
-        past_key_values=cache,
-        use_cache=True,
-    )
-    last = out.last_hidden_state[torch.arange(n, device=device), lengths - 1]
-    index = torch.as_tensor(token_ids, dtype=torch.long, device=device)
-    logits = last @ head.weight[index].T
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[index]
-    return logits.float()
-
-
 class LLMRecommender(nn.Module):
     """A frozen causal LM with a LoRA adapter, scoring candidate items after a prompt.
 
     ``forward(prompt_ids, candidate_ids)`` returns one number per candidate: the log-odds of "Yes"
     over "No" (``yes_no``) or the candidate's summed title log-probability (``likelihood``), with
-    gradients into the adapter. ``scores`` turns them into ranking scores.
-    PEFT edits the backbone's modules in place, so a ``Backbone`` serves one recommender.
+    gradients into the adapter. ``scores`` turns them into ranking scores, ``score_candidates`` does
+    so for item ids (through ``titles``). PEFT edits the backbone's modules in place, so a ``Backbone``
+    serves one recommender.
     """
 
-    def __init__(self, backbone: Backbone, config: RecommenderConfig) -> None:
+    def __init__(self, backbone: Backbone, config: RecommenderConfig, titles: Mapping[int, str] | None = None) -> None:
         super().__init__()
         if config.backbone != backbone.name:
             raise ValueError(f"the adapter was made for backbone {config.backbone!r}, not {backbone.name!r}")
         self.config = config
+        self.titles = titles  # item_idx -> title, for score_candidates
         self.backbone_dtype = backbone.dtype_name
         self.tokenizer = backbone.tokenizer
         self.lm = get_peft_model(backbone.model, config.lora.peft_config())
@@ -206,6 +171,20 @@ class LLMRecommender(nn.Module):
             values = values / torch.tensor([len(c) for c in candidates], dtype=torch.float64)
         return values
 
+    def score_candidates(self, queries: Queries, candidates: Sequence[Sequence[int]]) -> list[list[float]]:
+        """``scores`` of each query's candidate items, in eval mode: the prompt shows the query's
+        history (its last ``recent_items``) and, where the config uses them, its summary."""
+        if self.titles is None:
+            raise ValueError("LLMRecommender.score_candidates needs the item titles (titles=...)")
+        was_training = self.training
+        self.eval()
+        out = []
+        for row, items in enumerate(candidates):
+            prompt = self.prompt_ids([self.titles[int(i)] for i in queries.histories[row]], queries.summary(row))
+            out.append(self.scores(prompt, [self.candidate_ids(self.titles[int(c)]) for c in items]).tolist())
+        self.train(was_training)
+        return out
+
     # ---- the adapter
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The adapter's weights under PEFT's names (as ``save_pretrained`` writes them)."""
@@ -226,270 +205,8 @@ class LLMRecommender(nn.Module):
         return {"config": {"peft": json.loads(json.dumps(peft, default=str)), **self.config.to_dict()}, "state_dict": state}
 
     @classmethod
-    def from_artifact(cls, artifact: dict, backbone: Backbone) -> LLMRecommender:
+    def from_artifact(cls, artifact: dict, backbone: Backbone, titles: Mapping[int, str] | None = None) -> LLMRecommender:
         config = RecommenderConfig.from_dict({k: v for k, v in artifact["config"].items() if k != "peft"})
-        model = cls(backbone, config)
+        model = cls(backbone, config, titles)
         model.load_adapter_state_dict(artifact["state_dict"])
         return model.to(backbone.device).eval()
-
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training prompt: the user's input items (oldest first), the target, optional summary and
-    fixed negatives (preference training samples them once, so reference log-probs can be cached)."""
-
-    user_idx: int
-    history: tuple[int, ...]
-    target: int
-    summary: str | None = None
-    negatives: tuple[int, ...] = ()
-
-
-def training_users(user_sequences: pd.DataFrame, summarised: Sequence[int], n: int | None, seed: int) -> list[int]:
-    """Up to ``n`` users with a training target (two or more training items), seeded, those with a
-    train-cutoff summary first; a shorter list is a prefix of a longer one (nested few-shot sets)."""
-    eligible = user_sequences.loc[user_sequences["train_items"].map(len) >= 2, "user_idx"].to_numpy(np.int64)
-    order = np.random.default_rng(seed).permutation(np.sort(eligible))
-    has_summary = np.isin(order, np.asarray(list(summarised), dtype=np.int64))
-    ordered = np.concatenate([order[has_summary], order[~has_summary]])
-    return ordered[:n].tolist() if n is not None else ordered.tolist()
-
-
-def train_cutoff_examples(
-    user_sequences: pd.DataFrame, users: Sequence[int], summaries: Mapping[int, str] | None = None
-) -> list[Example]:
-    """The ``train`` cutoff of each user: input ``train_items[:-1]``, target ``train_items[-1]``."""
-    rows = user_sequences.set_index("user_idx").loc[list(users), "train_items"]
-    return [
-        Example(int(u), tuple(int(i) for i in items[:-1]), int(items[-1]), (summaries or {}).get(int(u)))
-        for u, items in rows.items()
-    ]
-
-
-def sample_negatives(n_items: int, excluded: set[int], k: int, generator: torch.Generator) -> tuple[int, ...]:
-    """``k`` distinct items in 1..n_items outside ``excluded`` (the user's own input and target items)."""
-    if n_items - len(excluded) < k:
-        raise ValueError(f"cannot draw {k} negatives from {n_items} items, {len(excluded)} of which are the user's")
-    chosen: list[int] = []
-    while len(chosen) < k:
-        for item in torch.randint(1, n_items + 1, (2 * k,), generator=generator).tolist():
-            if item not in excluded and item not in chosen and len(chosen) < k:
-                chosen.append(item)
-    return tuple(chosen)
-
-
-def summaries_by_cutoff(user_summaries: pd.DataFrame | None) -> dict[tuple[int, str], str]:
-    """(user_idx, cutoff) -> summary text, from the summarization stage's ``user_summaries``."""
-    if user_summaries is None or user_summaries.empty:
-        return {}
-    columns = (user_summaries["user_idx"], user_summaries["cutoff"], user_summaries["summary"])
-    return {(int(u), c): s for u, c, s in zip(*columns, strict=True)}
-
-
-def data_fingerprint(*parts: object) -> str:
-    """A short hash of JSON-able training data, so a checkpoint resumes only on the same data."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def adapter_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """A short hash of adapter weights: names the reference (SFT) state that cached log-probs came from."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        digest.update(name.encode())
-        digest.update(state_dict[name].detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- scoring for the evaluation protocol
-
-
-def llm_sample_rows(
-    eval_candidates: pd.DataFrame, user_sequences: pd.DataFrame, n_users: int | None, seed: int
-) -> pd.DataFrame:
-    """The shared candidate rows (both splits) of the LLM user sample, which every LLM model scores."""
-    users = llm_user_sample(user_sequences, n_users, seed)
-    return eval_candidates[eval_candidates["user_idx"].isin(users)].reset_index(drop=True)
-
-
-def validation_rows(rows: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
-    """The validation-split rows of a seeded ``n_users`` of ``rows`` (all when None), for early stopping."""
-    valid = rows[rows["split"] == "valid"]
-    if n_users is not None and n_users < len(valid):
-        valid = valid.iloc[np.sort(np.random.default_rng(seed).choice(len(valid), n_users, replace=False))]
-    return valid.reset_index(drop=True)
-
-
-def score_candidates(
-    model: LLMRecommender,
-    titles: Mapping[int, str],
-    user_sequences: pd.DataFrame,
-    rows: pd.DataFrame,
-    summaries: Mapping[tuple[int, str], str],
-    progress: bool = False,
-    desc: str = "scoring",
-) -> list[list[float]]:
-    """Scores of every candidate of every ``eval_candidates`` row (aligned with it): the prompt shows
-    the row's split input (never the target or later) and the user's summary at that cutoff."""
-    sequences = user_sequences.set_index("user_idx")
-    histories = [
-        split_input(sequences.at[int(user), "train_items"], sequences.at[int(user), "valid_target"], split)
-        for user, split in zip(rows["user_idx"], rows["split"], strict=True)
-    ]
-    check_inputs_precede_targets(user_sequences, rows["user_idx"], rows["split"], histories, what=f"{desc} prompts")
-    was_training = model.training
-    model.eval()
-    out = []
-    for user, split, candidates, history in tqdm(
-        zip(rows["user_idx"], rows["split"], rows["candidates"], histories, strict=True),
-        total=len(rows), desc=desc, unit="row", disable=not progress,
-    ):
-        prompt = model.prompt_ids([titles[int(i)] for i in history], summaries.get((int(user), split)))
-        out.append(model.scores(prompt, [model.candidate_ids(titles[int(c)]) for c in candidates]).tolist())
-    model.train(was_training)
-    return out
-
-
-def sampled_ndcg5(
-    model: LLMRecommender,
-    titles: Mapping[int, str],
-    user_sequences: pd.DataFrame,
-    rows: pd.DataFrame,
-    summaries: Mapping[tuple[int, str], str],
-) -> float:
-    """Sampled-protocol NDCG@5 over ``rows``: the early-stopping metric of every training procedure here."""
-    table = sampled_rows(score_candidates(model, titles, user_sequences, rows, summaries), rows)
-    return metrics_from_ranks(table["rank"].to_numpy(), [5], "sampled", table["n_ranked"].to_numpy())["ndcg@5"]
-
-
-# ---------------------------------------------------------------- training procedures
-
-
-def _prompts(model: LLMRecommender, examples: Sequence[Example], titles: Mapping[int, str]) -> list[list[int]]:
-    return [model.prompt_ids([titles[i] for i in ex.history], ex.summary) for ex in examples]
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
-    order = torch.randperm(n, generator=generator).tolist()
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
-def fit_yes_no(
-    model: LLMRecommender,
-    examples: Sequence[Example],
-    titles: Mapping[int, str],
-    n_items: int,
-    negatives: int,
-    training: TrainingConfig,
-    name: str,
-    validate: Callable[[LLMRecommender], float] | None = None,
-    run_config: dict | None = None,
-) -> FitResult:
-    """LLM-TRSR: each prompt with its positive (label 1) and ``negatives`` fresh random items (label 0)
-    per epoch, BCE on p(Yes). A batch is ``training.batch_size`` prompts."""
-    prompts = _prompts(model, examples, titles)
-    excluded = [{*ex.history, ex.target} for ex in examples]
-
-    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[list[dict]]:
-        for rows in _batches(len(examples), training.batch_size, generator):
-            batch = []
-            for r in rows:
-                items = [examples[r].target, *sample_negatives(n_items, excluded[r], negatives, generator)]
-                batch.append({
-                    "prompt": prompts[r],
-                    "candidates": [model.candidate_ids(titles[i]) for i in items],
-                    "labels": torch.tensor([1.0] + [0.0] * negatives),
-                })
-            yield batch
-
-    def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        log_odds = torch.cat([m(ex["prompt"], ex["candidates"]) for ex in batch])
-        return yes_no_bce(log_odds, torch.cat([ex["labels"] for ex in batch]))
-
-    return fit(model, loss_fn, make_batches, validate, training, name, run_config)
-
-
-def fit_sft(
-    model: LLMRecommender,
-    examples: Sequence[Example],
-    titles: Mapping[int, str],
-    training: TrainingConfig,
-    name: str,
-    validate: Callable[[LLMRecommender], float] | None = None,
-    run_config: dict | None = None,
-) -> FitResult:
-    """Supervised fine-tuning: the positive title as the answer, mean negative log-likelihood per
-    title token."""
-    prompts = _prompts(model, examples, titles)
-    answers = [model.candidate_ids(titles[ex.target]) for ex in examples]
-
-    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[list[dict]]:
-        for rows in _batches(len(examples), training.batch_size, generator):
-            yield [{"prompt": prompts[r], "answer": answers[r]} for r in rows]
-
-    def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        return torch.stack([-m(ex["prompt"], [ex["answer"]])[0] / len(ex["answer"]) for ex in batch]).mean()
-
-    return fit(model, loss_fn, make_batches, validate, training, name, run_config)
-
-
-@torch.no_grad()
-def reference_logprobs(
-    model: LLMRecommender, examples: Sequence[Example], titles: Mapping[int, str], progress: bool = False
-) -> torch.Tensor:
-    """``[N, 1 + k]`` summed answer log-probabilities of each example's positive then its fixed
-    negatives under ``model`` as it is now, in eval mode (no dropout). Computed once from the SFT
-    adapter, before preference training changes it, this is πref: the cache replaces the frozen
-    copy that recomputing the reference at every step would need."""
-    was_training = model.training
-    model.eval()
-    prompts = _prompts(model, examples, titles)
-    out = torch.stack([
-        model(prompt, [model.candidate_ids(titles[i]) for i in (ex.target, *ex.negatives)]).float().cpu()
-        for prompt, ex in tqdm(list(zip(prompts, examples, strict=True)), desc="reference log-probs", disable=not progress)
-    ])
-    model.train(was_training)
-    return out
-
-
-def fit_preference(
-    model: LLMRecommender,
-    examples: Sequence[Example],
-    titles: Mapping[int, str],
-    reference: torch.Tensor,
-    loss: Literal["dmpo", "sdpo"],
-    beta: float,
-    sft_weight: float,
-    training: TrainingConfig,
-    name: str,
-    validate: Callable[[LLMRecommender], float] | None = None,
-    run_config: dict | None = None,
-) -> FitResult:
-    """DMPO or S-DPO from the SFT adapter: one positive and the example's k fixed negatives per
-    prompt against the cached reference log-probs (``reference_logprobs``), plus ``sft_weight`` times
-    the positive's per-token negative log-likelihood."""
-    if len({len(ex.negatives) for ex in examples}) != 1 or not examples[0].negatives:
-        raise ValueError("preference training needs the same number (k >= 1) of negatives in every example")
-    if reference.shape != (len(examples), 1 + len(examples[0].negatives)):
-        raise ValueError(f"reference log-probs {tuple(reference.shape)} do not match the examples")
-    preference_loss = PREFERENCE_LOSSES[loss]
-    prompts = _prompts(model, examples, titles)
-    candidates = [[model.candidate_ids(titles[i]) for i in (ex.target, *ex.negatives)] for ex in examples]
-
-    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[list[dict]]:
-        for rows in _batches(len(examples), training.batch_size, generator):
-            yield [{"prompt": prompts[r], "candidates": candidates[r], "reference": reference[r]} for r in rows]
-
-    def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        policy = torch.stack([m(ex["prompt"], ex["candidates"]) for ex in batch])
-        ref = torch.stack([ex["reference"] for ex in batch]).to(policy)
-        value = preference_loss(policy[:, 0], policy[:, 1:], ref[:, 0], ref[:, 1:], beta)
-        if sft_weight:
-            n_tokens = torch.tensor([len(ex["candidates"][0]) for ex in batch], dtype=policy.dtype, device=policy.device)
-            value = value + sft_weight * (-policy[:, 0] / n_tokens).mean()
-        return value
-
-    return fit(model, loss_fn, make_batches, validate, training, name, run_config)

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import pandas as pd
 
-from llm_seqrec.data.negatives import check_enough_negatives, sample_eval_candidates
-from llm_seqrec.data.readers import read_raw_dataset
-from llm_seqrec.data.splitting import build_interaction_tables, leave_one_out
-from llm_seqrec.data.validation import QualityReport, validate_interactions, validate_items
+from llm_seqrec.data import preparation as data_preparation
+from llm_seqrec.data.negatives import sample_eval_candidates
+from llm_seqrec.data.splitting import leave_one_out
 from llm_seqrec.params import DataProcessingParams, DatasetParams, EvaluationParams
 
 
 def prepare_interactions(
     dataset: dict, data_processing: dict, evaluation: dict
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Read and validate the raw files, filter, index and order them: ``interactions``,
-    ``item_catalog`` and the ``data_quality`` report.
-
-    The candidate count is checked here too, so that a run which cannot finish the stage stops
-    before it writes any of the stage's outputs.
-    """
+    """``interactions``, ``item_catalog`` and the ``data_quality`` report (``data.preparation``)."""
     source = DatasetParams.model_validate(dataset)
     params = DataProcessingParams.model_validate(data_processing)
-    n_negatives = EvaluationParams.model_validate(evaluation).n_negatives
-    raw_interactions, raw_items = read_raw_dataset(source.format, source.name, source.interactions, source.items)
-    report = QualityReport()
-    report.counts.update(dataset=source.name, format=source.format)
-    items = validate_items(raw_items, report, text_fields=source.text_fields, max_text_chars=params.max_text_chars)
-    interactions = validate_interactions(
-        raw_interactions, report, item_ids=items["item_id"], items_path=raw_items.path
+    return data_preparation.prepare_interactions(
+        source.format, source.name, source.interactions, source.items,
+        text_fields=source.text_fields, k_core=source.k_core, min_user_interactions=params.min_user_interactions,
+        max_text_chars=params.max_text_chars, max_users=params.max_users, seed=params.seed,
+        n_negatives=EvaluationParams.model_validate(evaluation).n_negatives,
     )
-    interactions, item_catalog = build_interaction_tables(
-        interactions,
-        items,
-        report,
-        path=raw_interactions.path,
-        min_user_interactions=params.min_user_interactions,
-        k_core=source.k_core,
-        max_users=params.max_users,
-        seed=params.seed,
-    )
-    check_enough_negatives(interactions["user_idx"], interactions["item_idx"], len(item_catalog), n_negatives)
-    return interactions, item_catalog, report.to_dict()
 
 
 def split_leave_one_out(interactions: pd.DataFrame) -> pd.DataFrame:

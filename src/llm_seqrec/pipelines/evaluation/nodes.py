@@ -8,17 +8,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from llm_seqrec.evaluation.protocol import (
-    evaluation_user_sets,
-    llm_user_sample,
-    metrics_table,
-    sampled_rows,
-)
+from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
 from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.llm.backbone import load_backbone
-from llm_seqrec.llm.scoring import zeroshot_scores
+from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.popularity import Popularity
+from llm_seqrec.models.zeroshot import ZeroShotLLM
 from llm_seqrec.params import BackboneParams, DatasetParams, EvaluationParams
 
 logger = logging.getLogger(__name__)
@@ -43,21 +39,14 @@ def score_llm_zeroshot(
     """``llm_zeroshot_scores``: the frozen LLM, sampled protocol, both splits, the LLM user sample."""
     params = EvaluationParams.model_validate(evaluation)
     backbone_params = BackboneParams.model_validate(backbone)
-    users = llm_user_sample(user_sequences, params.llm_user_sample, params.seed)
-    rows = eval_candidates[eval_candidates["user_idx"].isin(users)].reset_index(drop=True)
-    llm = load_backbone(**backbone_params.loader_kwargs())
-    scores = zeroshot_scores(
-        llm.model,
-        llm.tokenizer,
-        user_sequences,
-        item_catalog,
-        rows,
+    model = ZeroShotLLM(
+        load_backbone(**backbone_params.loader_kwargs()),
+        item_titles(item_catalog, backbone_params.max_item_chars),
         recent_items=params.zeroshot_recent_items,
-        max_item_chars=backbone_params.max_item_chars,
         length_normalize=params.zeroshot_length_normalize,
-        progress=params.progress,
     )
-    return sampled_rows(scores, rows).assign(backbone_dtype=llm.dtype_name)
+    users = llm_user_sample(user_sequences, params.llm_user_sample, params.seed)
+    return score_table(model, user_sequences, eval_candidates, users=users, progress=params.progress, desc="llm_zeroshot")
 
 
 def compute_metrics(
