@@ -1,0 +1,77 @@
+"""Typed parameters: every top-level key of ``conf/*/parameters*.yml`` has a model in this package.
+
+``ProjectParams`` is validated before any node runs (see ``hooks.ParameterValidationHook``), so an
+unknown name, a wrong type or an impossible value stops the run before work starts. Nodes receive
+plain dicts from Kedro and turn their section into the model with ``Section.model_validate``.
+"""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from llm_seqrec.params.base import Strict, validate_section
+from llm_seqrec.params.bituning import BITUNING_FAMILIES, FUSION_ABLATIONS, LASER_ABLATIONS, FusionParams, LaserModelParams, LaserParams
+from llm_seqrec.params.data import (
+    MOVIELENS_ITEMS,
+    BackboneParams,
+    DataProcessingParams,
+    DatasetParams,
+    EvaluationParams,
+    SASRecParams,
+    catalogue_size_bound,
+)
+from llm_seqrec.params.llm_models import (
+    AlignmentParams,
+    DMPOParams,
+    DMPOTransferParams,
+    SummarizationParams,
+    SummaryTemplatesParams,
+    TRSRParams,
+)
+
+
+class TrackingParams(Strict):
+    # Log every kedro run to MLflow through kedro-mlflow (conf/base/mlflow.yml: a local file store
+    # under mlruns/), with one nested run per trained model.
+    mlflow: bool = True
+
+
+class ProjectParams(Strict):
+    """All parameters. A section that a later stage adds gets its model here."""
+
+    dataset: DatasetParams = DatasetParams()
+    data_processing: DataProcessingParams = DataProcessingParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    backbone: BackboneParams = BackboneParams()
+    sasrec: SASRecParams = SASRecParams()
+    summarization: SummarizationParams = SummarizationParams()
+    alignment: AlignmentParams = AlignmentParams()
+    laser: LaserParams = LaserParams()
+    fusion: FusionParams = FusionParams()
+    trsr: TRSRParams = TRSRParams()
+    dmpo: DMPOParams = DMPOParams()
+    dmpo_transfer: DMPOTransferParams = DMPOTransferParams(train_dataset=DatasetParams(name="ml-100k"))
+    tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ProjectParams":
+        if self.dmpo.train_dataset is not None:
+            raise ValueError("dmpo.train_dataset is for dmpo_transfer: set dmpo_transfer.train_dataset, whose models "
+                             "are reported beside the in-domain ones")
+        items = catalogue_size_bound(self.dataset)
+        if items is not None:
+            for name, value in (("evaluation.n_negatives", self.evaluation.n_negatives), ("dmpo.negatives", self.dmpo.negatives)):
+                if value >= items:
+                    raise ValueError(
+                        f"{name}={value} distinct negatives cannot be drawn from data set {self.dataset.name!r}, "
+                        f"which has at most {items} items"
+                    )
+        return self
+
+
+__all__ = [
+    "BITUNING_FAMILIES", "FUSION_ABLATIONS", "LASER_ABLATIONS", "MOVIELENS_ITEMS", "AlignmentParams", "BackboneParams",
+    "DMPOParams", "DMPOTransferParams", "DataProcessingParams", "DatasetParams", "EvaluationParams", "FusionParams",
+    "LaserModelParams", "LaserParams", "ProjectParams", "SASRecParams", "Strict", "SummarizationParams",
+    "SummaryTemplatesParams", "TRSRParams", "TrackingParams", "catalogue_size_bound", "validate_section",
+]
