@@ -4,31 +4,14 @@ from .nodes import export_aligned_item_embeddings, make_alignment_samples, score
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    parameters = ["params:alignment", "params:backbone", "params:evaluation"]
     return Pipeline([
-        Node(
-            make_alignment_samples,
-            ["user_sequences", "item_catalog", "params:alignment"],
-            "alignment_samples",
-            name="make_alignment_samples",
-        ),
-        Node(
-            train_aligner,
-            ["alignment_samples", "user_sequences", "item_catalog", "id_item_embeddings",
-             "params:alignment", "params:backbone", "params:evaluation"],
-            ["aligner_model", "ra_rec_training_log"],
-            name="train_aligner",
-        ),
-        Node(
-            export_aligned_item_embeddings,
-            ["aligner_model", "item_catalog"],
-            "aligned_item_embeddings",
-            name="export_aligned_item_embeddings",
-        ),
-        Node(
-            score_ra_rec,
-            ["aligner_model", "user_sequences", "item_catalog", "eval_candidates",
-             "params:alignment", "params:backbone", "params:evaluation"],
-            "ra_rec_scores",
-            name="score_ra_rec",
-        ),
+        Node(make_alignment_samples, ["user_sequences", "item_catalog", "params:alignment"], "alignment_samples",
+             name="make_alignment_samples"),
+        Node(train_aligner, ["alignment_samples", "user_sequences", "item_catalog", "id_item_embeddings", *parameters],
+             ["aligner_model", "ra_rec_training_log"], name="train_aligner"),
+        Node(export_aligned_item_embeddings, ["aligner_model", "item_catalog"], "aligned_item_embeddings",
+             name="export_aligned_item_embeddings"),
+        Node(score_ra_rec, ["aligner_model", "user_sequences", "item_catalog", "eval_candidates", *parameters],
+             "ra_rec_scores", name="score_ra_rec"),
     ])

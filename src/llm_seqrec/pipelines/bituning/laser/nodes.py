@@ -16,19 +16,9 @@ from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParam
 from llm_seqrec.training.bituning import preference_tune_bituning, score_bituning, train_bituning
 
 
-def train_laser(
-    user_sequences: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    sasrec_model: dict,
-    user_summaries: pd.DataFrame,
-    aligned_item_embeddings: pd.DataFrame,
-    laser: dict,
-    evaluation: dict,
-    backbone: dict,
-    *,
-    model: str,
-    family: str = "laser",
-) -> tuple[dict, pd.DataFrame]:
+def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec_model: dict,
+                user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict, evaluation: dict,
+                backbone: dict, *, model: str, family: str = "laser") -> tuple[dict, pd.DataFrame]:
     """Model ``model`` of ``family`` trained in its two stages: its adapter and training log."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
@@ -37,21 +27,9 @@ def train_laser(
                           aligned_item_embeddings, **settings, exclude_seen=exclude_seen)
 
 
-def score_laser(
-    adapter: dict,
-    user_sequences: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    eval_candidates: pd.DataFrame,
-    sasrec_model: dict,
-    user_summaries: pd.DataFrame,
-    aligned_item_embeddings: pd.DataFrame,
-    laser: dict,
-    evaluation: dict,
-    backbone: dict,
-    *,
-    model: str,
-    family: str = "laser",
-) -> pd.DataFrame:
+def score_laser(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame,
+                sasrec_model: dict, user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict,
+                evaluation: dict, backbone: dict, *, model: str, family: str = "laser") -> pd.DataFrame:
     """``<model>_scores``: full ranking and sampled candidates, both splits, the LLM user sample."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     ev = EvaluationParams.model_validate(evaluation)
@@ -63,20 +41,9 @@ def score_laser(
     )
 
 
-def preference_tune(
-    adapter: dict,
-    user_sequences: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    sasrec_model: dict,
-    user_summaries: pd.DataFrame,
-    aligned_item_embeddings: pd.DataFrame,
-    laser: dict,
-    evaluation: dict,
-    backbone: dict,
-    *,
-    model: str,
-    family: str = "fusion",
-) -> tuple[dict, pd.DataFrame]:
+def preference_tune(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec_model: dict,
+                    user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict, evaluation: dict,
+                    backbone: dict, *, model: str, family: str = "fusion") -> tuple[dict, pd.DataFrame]:
     """``model`` (``fusion_dmpo``): the family's trained full model (``adapter``) tuned further by DMPO
     or S-DPO on its candidate head (``<family>.preference``); its adapter and training log."""
     family_params = BITUNING_FAMILIES[family].model_validate(laser)
