@@ -77,4 +77,5 @@ def candidate_scores(full: torch.Tensor, candidates: Sequence[Sequence[int]]) ->
     """Each row's candidates' scores (float64), read from full-ranking scores ``[n, n_items + 1]``."""
     if len(candidates) != len(full):
         raise ValueError(f"{len(candidates)} candidate lists for {len(full)} score rows")
-    return [full[r, torch.as_tensor(np.asarray(c, dtype=np.int64))].double().numpy() for r, c in enumerate(candidates)]
+    # torch.tensor copies: candidate arrays read from parquet are read-only.
+    return [full[r, torch.tensor(np.asarray(c, dtype=np.int64))].double().numpy() for r, c in enumerate(candidates)]
