@@ -66,6 +66,15 @@ def test_bench_laser_prints_the_bi_tuning_ratio_and_inference_speed():
     assert figure(r"full-ranking inference: ([\d.]+) users/s", out) > 0
 
 
+def test_bench_depth_prints_quality_and_seconds_per_depth():
+    out = bench("bench_depth.py", "--env", "quick", "--users", "300", "--layers", "1", "2")
+    for model, metric in (("laser", "full ndcg@10"), ("trsr", "sampled ndcg@5")):
+        for layers in (1, 2):
+            line = rf"{model} at {layers} layers: test {metric} ([\d.]+) \(\d+ users\); train [\d.]+ s, score [\d.]+ s; dtype \w+"
+            assert 0 <= figure(line, out) <= 1
+            assert figure(rf"{model} at {layers} layers: .*; train ([\d.]+) s", out) > 0
+
+
 def test_bench_dmpo_prints_the_saving_of_cached_reference_log_probabilities():
     out = bench("bench_dmpo.py", "--users", "2")
     assert figure(r"preference step \(forward \+ backward, cached πref\): [\d.]+ s, (\d+) tokens/s", out) > 0

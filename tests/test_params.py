@@ -55,6 +55,8 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("backbone.path", not_a_gguf, r"is not a GGUF file \(it starts with b'<htm'"),
         ("backbone.path", lambda tmp: str(tmp), r"has no config\.json"),
         ("backbone.gguf_file", "model.gguf", r"backbone\.gguf_file needs backbone\.path"),
+        ("backbone.layers", 0, r"backbone\.layers: Input should be greater than or equal to 1"),
+        ("backbone.layers", 31, r"backbone\.layers=31: the backbone has 30 decoder layers, give 1\.\.30"),
         ("evaluation.n_negatives", 5000, r"evaluation\.n_negatives=5000 distinct negatives .* at most 3883 items"),
         ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
         ("dmpo.train_dataset", {"format": "movielens", "name": "ml-100k"}, r"dmpo\.train_dataset is for dmpo_transfer"),

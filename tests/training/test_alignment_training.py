@@ -67,6 +67,19 @@ def test_train_aligner_keeps_frozen_weights_and_records_its_budget(llm):
         load_ra_rec({**artifact, "config": {**config, "backbone": "another"}}, llm, catalog)
 
 
+def test_the_aligner_follows_the_backbone_depth_and_refuses_another(llm):
+    catalog, users, samples, embeddings = tables()
+    short = load_backbone(device="cpu", dtype="float32", layers=2)
+    one_epoch = dataclasses.replace(CONFIG, training=dataclasses.replace(CONFIG.training, epochs=1))
+    artifact, _ = train_aligner(samples, users, catalog, embeddings, short, one_epoch)
+    assert artifact["config"]["aligner"]["n_layers"] == 2  # one soft prompt per kept layer
+    assert artifact["config"]["backbone"] == short.name == f"{llm.name}-layers2"
+    assert load_ra_rec(artifact, load_backbone(device="cpu", dtype="float32", layers=2), catalog).aligner.config.n_layers == 2
+    with pytest.raises(ValueError, match=r"aligner_model was trained at depth 2 .* the backbone has 30 layers: "
+                                         r"set backbone\.layers=2 or retrain"):
+        load_ra_rec(artifact, llm, catalog)
+
+
 def test_train_aligner_refuses_samples_that_show_their_target(llm):
     catalog, users, samples, embeddings = tables()
     samples.at[0, "history"] = [*samples.at[0, "history"][1:], samples.at[0, "target"]]

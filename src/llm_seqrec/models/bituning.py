@@ -42,6 +42,7 @@ from transformers import PreTrainedModel
 
 from llm_seqrec.data.padding import right_pad
 from llm_seqrec.data.schema import PAD
+from llm_seqrec.llm.backbone import check_backbone
 from llm_seqrec.models.bituning_prompts import length_buckets
 from llm_seqrec.models.mformer import MFormer, MFormerConfig
 
@@ -282,8 +283,7 @@ class BiTuning(nn.Module):
     def from_artifact(cls, artifact: dict, llm: PreTrainedModel, backbone_name: str, item_prompts: Sequence[Sequence[int]],
                       id_model: nn.Module | None = None, aligned_items: torch.Tensor | None = None) -> "BiTuning":
         config = BiTuningConfig.from_dict(artifact["config"]["model"])
-        if config.backbone != backbone_name:
-            raise ValueError(f"the adapter was trained on backbone {config.backbone!r}, not {backbone_name!r}")
+        check_backbone(config.backbone, backbone_name, llm.config.num_hidden_layers)
         model = cls(config, llm, item_prompts, id_model if config.mformer is not None else None,
                     aligned_items if config.aligned_id_tokens else None)
         model.load_state_dict(artifact["state_dict"])

@@ -31,7 +31,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from pydantic import ConfigDict
 from torch import nn
 
-from llm_seqrec.llm.backbone import Backbone
+from llm_seqrec.llm.backbone import Backbone, check_backbone
 from llm_seqrec.llm.prompts import SYSTEM, chat_prompt_ids, recent_items_message, text_ids
 from llm_seqrec.llm.scoring import next_token_logits, score_continuations
 from llm_seqrec.models.recommender import Queries
@@ -105,8 +105,7 @@ class LLMRecommender(nn.Module):
 
     def __init__(self, backbone: Backbone, config: RecommenderConfig, titles: Mapping[int, str] | None = None) -> None:
         super().__init__()
-        if config.backbone != backbone.name:
-            raise ValueError(f"the adapter was made for backbone {config.backbone!r}, not {backbone.name!r}")
+        check_backbone(config.backbone, backbone.name, backbone.n_layers)
         self.config = config
         self.titles = titles  # item_idx -> title, for score_candidates
         self.backbone_dtype = backbone.dtype_name

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llm_seqrec.llm.model_files import resolve_model_files
+from llm_seqrec.llm.model_files import decoder_layers, resolve_model_files
 from llm_seqrec.params.base import Strict
 from llm_seqrec.training.id_model import SASRecSettings
 
@@ -79,6 +79,9 @@ class BackboneParams(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     max_item_chars: int = Field(200, ge=8)  # characters of an item's text shown in a prompt
+    # The first N decoder layers only (SLMRec: upper layers are mostly redundant for recommendation); None = all.
+    # Adapters record the depth they were trained at and refuse another.
+    layers: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _model_files(self) -> "BackboneParams":
@@ -87,11 +90,14 @@ class BackboneParams(Strict):
                 raise ValueError("backbone.gguf_file needs backbone.path (the folder holding it)")
         else:
             resolve_model_files(self.path, self.gguf_file)
+        if self.layers is not None and self.layers > (total := decoder_layers(self.path, self.gguf_file)):
+            raise ValueError(f"backbone.layers={self.layers}: the backbone has {total} decoder layers, give 1..{total} "
+                             "or null for all of them")
         return self
 
     def loader_kwargs(self) -> dict:
         """The arguments of ``llm.backbone.load_backbone``."""
-        return self.model_dump(include={"path", "gguf_file", "dtype", "device"})
+        return self.model_dump(include={"path", "gguf_file", "dtype", "device", "layers"})
 
 
 # The ``sasrec`` section: SASRec's shape and its training, defined once in the library.

@@ -20,7 +20,7 @@ from pydantic import ConfigDict
 from llm_seqrec.data.fingerprint import data_fingerprint, weights_fingerprint
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.evaluation.scoring import validation_metric
-from llm_seqrec.llm.backbone import Backbone
+from llm_seqrec.llm.backbone import Backbone, check_backbone
 from llm_seqrec.models.aligner import AlignerConfig, IDAligner, RARec
 from llm_seqrec.models.aligner_prompt import PROMPT_KEYS, prompt_layout
 from llm_seqrec.training.config import TrainingConfig
@@ -77,8 +77,7 @@ def id_table(id_item_embeddings: pd.DataFrame, n_items: int) -> torch.Tensor:
 def load_ra_rec(aligner_model: dict, llm: Backbone, item_catalog: pd.DataFrame, query_batch_size: int | None = None,
                 progress: bool = False) -> RARec:
     """The trained RA-Rec of ``aligner_model`` over ``llm`` (the backbone it was trained on), in eval mode."""
-    if llm.name != aligner_model["config"]["backbone"]:
-        raise ValueError(f"aligner_model was trained on backbone {aligner_model['config']['backbone']}, not {llm.name}")
+    check_backbone(aligner_model["config"]["backbone"], llm.name, llm.n_layers, what="aligner_model")
     aligner = IDAligner.from_artifact({"config": aligner_model["config"]["aligner"], "state_dict": aligner_model["state_dict"]})
     return RARec(llm.model.get_decoder(), aligner.to(llm.device).eval(),
                  prompt_layout(llm.tokenizer, item_catalog, aligner_model["config"]["prompt"]),
