@@ -95,8 +95,8 @@ def _gguf_block_count(file: Path) -> int:
             else:
                 handle.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
 
-        handle.seek(8)  # magic, version
-        _tensors, n_keys = read("Q"), read("Q")
+        handle.seek(16)  # magic, version, tensor count
+        n_keys = read("Q")
         for _ in range(n_keys):
             key = handle.read(read("Q")).decode("utf-8", "replace")
             kind = read("I")
