@@ -4,12 +4,13 @@ procedures' own tests are Kedro-free, in tests/training/test_bituning.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import AUTO_DTYPE, csv_params, run_kedro
+from conftest import AUTO_DTYPE, csv_params, layer_path, run_kedro
 
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
@@ -166,7 +167,8 @@ def test_laser_pipeline_end_to_end(kedro_project, amazon_sample):
     assert set(metrics["model"]) == set(MODELS) and set(metrics["users"]) == {f"sample{SAMPLE}"}
     assert {"hr@10", "ndcg@10", "hr@100"} <= set(metrics["metric"])
 
-    # Scoring again from the saved adapter reproduces the scores exactly.
+    # Scoring again from the saved adapter reproduces the scores exactly (the score cache cleared, so it scores).
+    shutil.rmtree(layer_path(kedro_project, "07_model_output", "score_cache"))
     run_kedro(kedro_project, ["bituning"], params=params, node_names=["laser.score_laser"])
     pd.testing.assert_frame_equal(catalog.load("laser_scores"), tables["laser"])
 

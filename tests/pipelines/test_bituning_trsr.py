@@ -2,6 +2,7 @@
 real Amazon users after data processing and summarisation, and its input checks."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,8 @@ def test_trsr_trains_saves_and_scores_with_and_without_the_summary(kedro_project
         assert config["meta"]["train_users"] == 4  # conf/quick: summarization.train_users
         assert json.loads((folder / "adapter_config.json").read_text())["r"] == 8
 
-    # Scoring again from the saved adapter reproduces the scores.
+    # Scoring again from the saved adapter reproduces the scores (the score cache cleared, so it scores).
+    shutil.rmtree(layer_path(kedro_project, "07_model_output", "score_cache"))
     run_kedro(kedro_project, ["bituning"], params, node_names=["trsr.score_trsr"])
     again = pd.read_parquet(layer_path(kedro_project, "07_model_output", "trsr_scores.parquet"))
     np.testing.assert_allclose(np.stack(again["candidate_scores"]), np.stack(tables["trsr"]["candidate_scores"]), rtol=1e-6)

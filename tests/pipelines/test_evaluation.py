@@ -1,5 +1,7 @@
 """The evaluation stage end to end on 300 real Amazon users, after the stages it reads from."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,3 +63,24 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     assert examples.count("\n## user ") == 3  # evaluation.example_users
     assert all(f"| {model} | {protocol} |" in examples
                for model, protocol in (("pop", "full"), ("sasrec", "full"), ("sasrec", "sampled"), ("llm_zeroshot", "sampled")))
+
+    # Run again: every score row comes from the score cache, the tables are the same and nothing is appended.
+    cache = data / "07_model_output" / "amazon-scientific" / "score_cache"
+    parts = sorted(cache.glob("part-*.parquet"))
+    assert parts
+    lines = []  # Kedro's logging setup does not propagate to pytest's caplog: a handler of our own
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("llm_seqrec.evaluation.scoring")
+    logger.addHandler(handler)
+    try:
+        run_kedro(kedro_project, ["evaluation"], params=params)
+    finally:
+        logger.removeHandler(handler)
+    assert sorted(cache.glob("part-*.parquet")) == parts
+    assert f"llm_zeroshot test: {SAMPLE} of {SAMPLE} rows from the score cache" in lines
+    assert f"popularity valid: {2 * len(sequences)} of {2 * len(sequences)} rows from the score cache" in lines
+    pd.testing.assert_frame_equal(pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "pop_scores.parquet"), pop)
+    again = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "llm_zeroshot_scores.parquet")
+    pd.testing.assert_frame_equal(again, zeroshot)
+    pd.testing.assert_frame_equal(pd.read_csv(data / "08_reporting" / "metrics.csv"), metrics)

@@ -34,3 +34,19 @@ def data_fingerprint(*parts: object) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:DIGITS]
+
+
+def scorer_fingerprint(kind: str, **parts: object) -> str:
+    """A scorer's identity in the score cache: its kind (the class) and everything its scores depend on
+    besides the query, by name. A tensor or a mapping of tensors (a state dict) counts by its bytes
+    (``weights_fingerprint``), anything else as JSON; a frozen backbone is named (``Backbone.name`` and
+    dtype), never hashed, so the fingerprint stays cheap."""
+    named = []
+    for name in sorted(parts):
+        value = parts[name]
+        if isinstance(value, torch.Tensor):
+            value = weights_fingerprint({name: value})
+        elif isinstance(value, Mapping) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+            value = weights_fingerprint({str(k): v for k, v in value.items()})
+        named.append([name, value])
+    return data_fingerprint(kind, named)

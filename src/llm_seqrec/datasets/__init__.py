@@ -1,9 +1,10 @@
 """Custom Kedro datasets: model weights as safetensors + config, PEFT adapters as ``save_pretrained``
-folders, and parquet files, written atomically; the summary cache as a folder of atomically written
+folders, and parquet files, written atomically; the summary and score caches as folders of atomically written
 parquet parts."""
 
 from llm_seqrec.datasets.metrics import MetricsCSVDataset
 from llm_seqrec.datasets.peft_adapter import PeftAdapterDataset
+from llm_seqrec.datasets.score_cache import ScoreCacheDataset
 from llm_seqrec.datasets.summary_cache import SummaryCacheDataset
 from llm_seqrec.datasets.weights import AtomicParquetDataset, TorchWeightsDataset
 
@@ -11,6 +12,7 @@ __all__ = [
     "AtomicParquetDataset",
     "MetricsCSVDataset",
     "PeftAdapterDataset",
+    "ScoreCacheDataset",
     "SummaryCacheDataset",
     "TorchWeightsDataset",
 ]

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.data.schema import PAD
 from llm_seqrec.models.aligner_prompt import PromptLayout
 from llm_seqrec.models.recommender import Queries
@@ -160,11 +161,11 @@ def _layer_output(output) -> torch.Tensor:
 class RARec(nn.Module):
     """A frozen decoder (``LlamaModel``-like: ``.layers``, ``last_hidden_state``) with the aligner's soft
     prompts: user representations, scores over items (a full ranker), and the training loss. Only
-    ``aligner`` trains. ``backbone_dtype`` names the decoder's dtype; ``query_batch_size`` users go
-    through the LLM at a time (all when None)."""
+    ``aligner`` trains. ``backbone_dtype`` and ``backbone_name`` name the decoder's dtype and weights
+    (``Backbone``); ``query_batch_size`` users go through the LLM at a time (all when None)."""
 
     def __init__(self, decoder: nn.Module, aligner: IDAligner, layout: PromptLayout, backbone_dtype: str = "",
-                 query_batch_size: int | None = None, progress: bool = False) -> None:
+                 query_batch_size: int | None = None, progress: bool = False, backbone_name: str = "") -> None:
         super().__init__()
         if len(decoder.layers) != aligner.config.n_layers or len(layout.instruction) != aligner.config.n_prefix:
             raise ValueError("the aligner's layers and prefix length must match the decoder's layers and the instruction")
@@ -172,6 +173,7 @@ class RARec(nn.Module):
         self.aligner = aligner
         self.layout = layout
         self.backbone_dtype = backbone_dtype
+        self.backbone_name = backbone_name
         self.query_batch_size = query_batch_size
         self.progress = progress
 
@@ -260,6 +262,13 @@ class RARec(nn.Module):
         scores = user_vectors @ self.aligner.item_keys().T
         scores[:, PAD] = float("-inf")
         return scores
+
+    def fingerprint(self) -> str:
+        """The decoder by name and dtype, the aligner's weights (with the ID table), the prompt layout and
+        the LLM batch size (a batch's padding moves the last bits)."""
+        return scorer_fingerprint("RARec", backbone=self.backbone_name, dtype=self.backbone_dtype,
+                                  aligner=self.aligner.state_dict(), config=self.aligner.config.to_dict(),
+                                  layout=repr(self.layout), query_batch_size=self.query_batch_size)
 
     def score_all(self, queries: Queries) -> torch.Tensor:
         """Every item's score for the queries' histories: the LLM passes ``query_batch_size`` users at a

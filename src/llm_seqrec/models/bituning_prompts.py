@@ -21,6 +21,7 @@ from pydantic import ConfigDict
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.data.padding import left_pad, right_pad
 from llm_seqrec.models.recommender import Queries
 
@@ -180,6 +181,18 @@ class BiTuningRanker:
         self.net.refresh_items(self.item_batch_size, progress=self.progress)
         return score_users(self.net, self.prompts.users(queries, self.use_summary), queries.histories, self.batch_size,
                            progress=self.progress)
+
+    def fingerprint(self) -> str:
+        """The frozen LLM by name (``BiTuningConfig.backbone``) and dtype, the trainable weights, the frozen
+        ID model's and aligned embeddings' identity, every prompt's token ids and settings, and both batch
+        sizes (the bucketing moves the last bits)."""
+        id_model = self.net.frozen.id_model
+        return scorer_fingerprint(
+            "BiTuningRanker", dtype=self.backbone_dtype, config=self.net.config.to_dict(), weights=self.net.state_dict(),
+            id_model=id_model.fingerprint() if id_model is not None else None, aligned_items=self.net.frozen.aligned_items,
+            item_prompts=self.net.item_prompts, prompts=self.prompts.config.to_dict(), titles=self.prompts.titles,
+            use_summary=self.use_summary, batch_size=self.batch_size, item_batch_size=self.item_batch_size,
+        )
 
 
 __all__ = ["BiTuningRanker", "PromptConfig", "Prompts", "collate_users", "length_buckets", "score_candidates", "score_users"]

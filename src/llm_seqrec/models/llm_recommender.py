@@ -31,6 +31,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from pydantic import ConfigDict
 from torch import nn
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.llm.backbone import Backbone, check_backbone
 from llm_seqrec.llm.prompts import SYSTEM, chat_prompt_ids, recent_items_message, text_ids
 from llm_seqrec.llm.scoring import next_token_logits, score_continuations
@@ -183,6 +184,13 @@ class LLMRecommender(nn.Module):
             out.append(self.scores(prompt, [self.candidate_ids(self.titles[int(c)]) for c in items]).tolist())
         self.train(was_training)
         return out
+
+    def fingerprint(self) -> str:
+        """The backbone (named in the config, with its dtype), the head, prompt and LoRA settings, the
+        adapter's weights, the system prompt and the titles; ``meta`` (provenance) is left out."""
+        config = {k: v for k, v in self.config.to_dict().items() if k != "meta"}
+        return scorer_fingerprint("LLMRecommender", config=config, dtype=self.backbone_dtype, system=SYSTEM,
+                                  adapter=self.adapter_state_dict(), titles=self.titles)
 
     # ---- the adapter
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.models.recommender import Queries
 
@@ -35,3 +36,7 @@ class Popularity:
         if queries.cutoff not in self.counts:
             raise ValueError(f"popularity counts exist for the cutoffs {SPLITS}, not {queries.cutoff!r}")
         return self.counts[queries.cutoff].expand(len(queries), -1)
+
+    def fingerprint(self) -> str:
+        """Its counts are all it scores with."""
+        return scorer_fingerprint("Popularity", counts=self.counts)

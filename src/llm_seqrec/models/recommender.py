@@ -9,7 +9,10 @@ never the target or later) and, for models that read text, the user's summary th
   ``score_candidates(queries, candidates)``: ``[n_users, n_candidates]``, aligned with each user's
   candidate list. A full ranker scores candidates by indexing its full scores (``candidate_scores``).
 
-``backbone_dtype`` names the dtype a frozen LLM scores in, "" for a model without one. Training goes
+``backbone_dtype`` names the dtype a frozen LLM scores in, "" for a model without one. ``fingerprint()``
+names everything the model's scores depend on besides the query (class, trained weights, prompt and
+scoring settings, the texts it reads, a frozen backbone by name and dtype; ``data.fingerprint.
+scorer_fingerprint``): the score cache's key, so it must change whenever a score could. Training goes
 through ``training.fit``, which calls the loss a model (or its procedure) gives for a batch.
 ``evaluation.scoring`` turns any recommender into a ``<model>_scores`` table and serves every
 trainer's validation metric.
@@ -61,6 +64,9 @@ class FullRanker(Protocol):
     def score_all(self, queries: Queries) -> torch.Tensor:
         """Scores ``[len(queries), n_items + 1]`` of every item for every user (column = item_idx)."""
 
+    def fingerprint(self) -> str:
+        """The scorer's identity in the score cache (see the module's docstring)."""
+
 
 @runtime_checkable
 class CandidateScorer(Protocol):
@@ -68,6 +74,9 @@ class CandidateScorer(Protocol):
 
     def score_candidates(self, queries: Queries, candidates: Sequence[Sequence[int]]) -> Sequence[Sequence[float]]:
         """Scores ``[len(queries), n_candidates]`` of each user's candidates, in their order."""
+
+    def fingerprint(self) -> str:
+        """The scorer's identity in the score cache (see the module's docstring)."""
 
 
 Recommender = FullRanker | CandidateScorer

@@ -23,6 +23,7 @@ from annotated_types import Ge, Lt
 from pydantic import ConfigDict
 from torch import nn
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.data.schema import PAD
 from llm_seqrec.models.losses import linear_cross_entropy
@@ -160,6 +161,10 @@ class SASRec(nn.Module):
     def score_all(self, queries: Queries) -> torch.Tensor:
         """Every item's score ``[n, n_items + 1]`` for the queries' histories, on the model's device."""
         return self.score_items(self.user_state(left_pad(queries.histories, self.config.max_len).to(self.device)))
+
+    def fingerprint(self) -> str:
+        """Its shape and weights (a small model: hashing them is cheap)."""
+        return scorer_fingerprint("SASRec", config=self.config.to_dict(), weights=self.state_dict())
 
     def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item cross-entropy over every item at each position whose target is not padding: those

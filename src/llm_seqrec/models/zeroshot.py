@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.llm.backbone import Backbone
 from llm_seqrec.llm.prompts import chat_prompt_ids, recent_items_message, text_ids
 from llm_seqrec.llm.scoring import score_continuations
@@ -21,6 +22,7 @@ class ZeroShotLLM:
     def __init__(self, backbone: Backbone, titles: Mapping[int, str], recent_items: int, length_normalize: bool = True) -> None:
         self.model, self.tokenizer = backbone.model, backbone.tokenizer
         self.backbone_dtype = backbone.dtype_name
+        self.backbone_name = backbone.name
         self.titles = titles
         self.recent_items = recent_items
         self.length_normalize = length_normalize
@@ -30,6 +32,11 @@ class ZeroShotLLM:
         if item not in self._title_ids:
             self._title_ids[item] = text_ids(self.tokenizer, self.titles[item])
         return self._title_ids[item]
+
+    def fingerprint(self) -> str:
+        """The frozen backbone (name and dtype), the titles it shows and its two settings."""
+        return scorer_fingerprint("ZeroShotLLM", backbone=self.backbone_name, dtype=self.backbone_dtype, titles=dict(self.titles),
+                                  recent_items=self.recent_items, length_normalize=self.length_normalize)
 
     def score_candidates(self, queries: Queries, candidates: Sequence[Sequence[int]]) -> list[list[float]]:
         out = []

@@ -81,7 +81,7 @@ def load_ra_rec(aligner_model: dict, llm: Backbone, item_catalog: pd.DataFrame, 
     aligner = IDAligner.from_artifact({"config": aligner_model["config"]["aligner"], "state_dict": aligner_model["state_dict"]})
     return RARec(llm.model.get_decoder(), aligner.to(llm.device).eval(),
                  prompt_layout(llm.tokenizer, item_catalog, aligner_model["config"]["prompt"]),
-                 backbone_dtype=llm.dtype_name, query_batch_size=query_batch_size, progress=progress)
+                 backbone_dtype=llm.dtype_name, query_batch_size=query_batch_size, progress=progress, backbone_name=llm.name)
 
 
 def train_aligner(
@@ -119,7 +119,7 @@ def train_aligner(
     )
     aligner = IDAligner(aligner_config, table).to(llm.device)
     model = RARec(llm.model.get_decoder(), aligner, layout, backbone_dtype=llm.dtype_name,
-                  query_batch_size=config.eval_batch_size)
+                  query_batch_size=config.eval_batch_size, backbone_name=llm.name)
     model.initialise()
     trainable = aligner.trainable_parameters()
     logger.info("RA-Rec aligner: %d trainable parameters (LLM %s and ID table frozen)", trainable, llm.name)

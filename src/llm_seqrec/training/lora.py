@@ -18,7 +18,8 @@ import torch
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.negatives import sample_negatives
 from llm_seqrec.evaluation.protocol import llm_user_sample
-from llm_seqrec.evaluation.scoring import Summaries, score_table, validation_metric
+from llm_seqrec.evaluation.score_cache import ScoreCache
+from llm_seqrec.evaluation.scoring import ROW_CHUNK, Summaries, score_table, validation_metric
 from llm_seqrec.llm.backbone import Backbone
 from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.llm_recommender import LLMRecommender
@@ -196,6 +197,7 @@ def adapter_scores(
     sample_seed: int,
     every_summary: bool,
     progress: bool = False,
+    cache: ScoreCache | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """A LoRA recommender artifact's score table (sampled protocol, both splits, the LLM user sample of
     ``sample`` users; prompts as the adapter was trained) and its model name. With ``every_summary``
@@ -206,5 +208,6 @@ def adapter_scores(
     if every_summary and model.config.prompt.use_summary:
         require_summaries(summaries, eval_candidates, users)
     name = model.config.meta["model"]
-    table = score_table(model, user_sequences, eval_candidates, users=users, summaries=summaries, progress=progress, desc=name)
+    table = score_table(model, user_sequences, eval_candidates, users=users, summaries=summaries, batch_size=ROW_CHUNK,
+                        progress=progress, desc=name, cache=cache)
     return table, name

@@ -9,6 +9,7 @@ import torch
 
 from llm_seqrec.data.alignment_samples import build_alignment_samples
 from llm_seqrec.evaluation.protocol import llm_user_sample
+from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.llm.backbone import Backbone, check_training_device, load_backbone
 from llm_seqrec.models.aligner import IDAligner
@@ -76,6 +77,7 @@ def score_ra_rec(
     user_sequences: pd.DataFrame,
     item_catalog: pd.DataFrame,
     eval_candidates: pd.DataFrame,
+    score_cache: ScoreCache,
     alignment: dict,
     backbone: dict,
     evaluation: dict,
@@ -89,4 +91,4 @@ def score_ra_rec(
     model = load_ra_rec(aligner_model, llm, item_catalog, params.eval_batch_size, eval_params.progress)
     users = llm_user_sample(user_sequences, eval_params.llm_user_sample, eval_params.seed)
     return score_table(model, user_sequences, eval_candidates, exclude_seen=eval_params.exclude_seen, users=users,
-                       desc="ra_rec queries")
+                       desc="ra_rec queries", cache=score_cache)

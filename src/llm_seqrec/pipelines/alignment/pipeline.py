@@ -12,6 +12,6 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["aligner_model", "ra_rec_training_log"], name="train_aligner"),
         Node(export_aligned_item_embeddings, ["aligner_model", "item_catalog"], "aligned_item_embeddings",
              name="export_aligned_item_embeddings"),
-        Node(score_ra_rec, ["aligner_model", "user_sequences", "item_catalog", "eval_candidates", *parameters],
+        Node(score_ra_rec, ["aligner_model", "user_sequences", "item_catalog", "eval_candidates", "score_cache", *parameters],
              "ra_rec_scores", name="score_ra_rec"),
     ])

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
-from llm_seqrec.evaluation.scoring import score_table
+from llm_seqrec.evaluation.score_cache import ScoreCache
+from llm_seqrec.evaluation.scoring import ROW_CHUNK, score_table
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.popularity import Popularity
@@ -21,18 +22,21 @@ logger = logging.getLogger(__name__)
 
 
 def score_popularity(
-    user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame, evaluation: dict
+    user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame, score_cache: ScoreCache,
+    evaluation: dict,
 ) -> pd.DataFrame:
     """``pop_scores``: both protocols, both splits, every user."""
     params = EvaluationParams.model_validate(evaluation)
     model = Popularity(user_sequences, int(item_catalog["item_idx"].max()))
-    return score_table(model, user_sequences, eval_candidates, exclude_seen=params.exclude_seen, desc="popularity")
+    return score_table(model, user_sequences, eval_candidates, exclude_seen=params.exclude_seen, desc="popularity",
+                       cache=score_cache)
 
 
 def score_llm_zeroshot(
     user_sequences: pd.DataFrame,
     item_catalog: pd.DataFrame,
     eval_candidates: pd.DataFrame,
+    score_cache: ScoreCache,
     evaluation: dict,
     backbone: dict,
 ) -> pd.DataFrame:
@@ -46,7 +50,8 @@ def score_llm_zeroshot(
         length_normalize=params.zeroshot_length_normalize,
     )
     users = llm_user_sample(user_sequences, params.llm_user_sample, params.seed)
-    return score_table(model, user_sequences, eval_candidates, users=users, progress=params.progress, desc="llm_zeroshot")
+    return score_table(model, user_sequences, eval_candidates, users=users, batch_size=ROW_CHUNK, progress=params.progress,
+                       desc="llm_zeroshot", cache=score_cache)
 
 
 def compute_metrics(

@@ -22,10 +22,10 @@ SCORED_MODELS = (*UNTRAINED, *model_datasets("scores"))
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(score_popularity, ["user_sequences", "item_catalog", "eval_candidates", "params:evaluation"],
+            Node(score_popularity, ["user_sequences", "item_catalog", "eval_candidates", "score_cache", "params:evaluation"],
                  "pop_scores", name="score_popularity"),
             Node(score_llm_zeroshot,
-                 ["user_sequences", "item_catalog", "eval_candidates", "params:evaluation", "params:backbone"],
+                 ["user_sequences", "item_catalog", "eval_candidates", "score_cache", "params:evaluation", "params:backbone"],
                  "llm_zeroshot_scores", name="score_llm_zeroshot"),
             Node(
                 compute_metrics,

@@ -8,6 +8,7 @@ import torch
 
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.data.schema import SPLITS, split_inputs
+from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.llm.device import choose_device
 from llm_seqrec.models.sasrec import SASRec
@@ -50,7 +51,8 @@ def compute_user_states(sasrec_model: dict, user_sequences: pd.DataFrame, sasrec
 
 
 def score_sasrec(
-    sasrec_model: dict, user_sequences: pd.DataFrame, eval_candidates: pd.DataFrame, sasrec: dict, evaluation: dict
+    sasrec_model: dict, user_sequences: pd.DataFrame, eval_candidates: pd.DataFrame, score_cache: ScoreCache, sasrec: dict,
+    evaluation: dict,
 ) -> pd.DataFrame:
     """``sasrec_scores``: every user, both splits, full ranking and the sampled protocol, scored
     ``training.batch_size`` users at a time (the batches ``compute_user_states`` computes)."""
@@ -58,4 +60,4 @@ def score_sasrec(
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     model = SASRec.from_artifact(sasrec_model).to(choose_device(training.device)).eval()
     return score_table(model, user_sequences, eval_candidates, exclude_seen=exclude_seen, batch_size=training.batch_size,
-                       desc="sasrec")
+                       desc="sasrec", cache=score_cache)

@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(compute_user_states, ["sasrec_model", "user_sequences", "params:sasrec"], "id_user_states", name="compute_user_states"),
         Node(
             score_sasrec,
-            ["sasrec_model", "user_sequences", "eval_candidates", "params:sasrec", "params:evaluation"],
+            ["sasrec_model", "user_sequences", "eval_candidates", "score_cache", "params:sasrec", "params:evaluation"],
             "sasrec_scores",
             name="score_sasrec",
         ),

@@ -12,7 +12,8 @@ from llm_seqrec.data.preparation import prepare_interactions
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.data.splitting import leave_one_out
 from llm_seqrec.evaluation.protocol import llm_user_sample, sampled_rows
-from llm_seqrec.evaluation.scoring import score_table
+from llm_seqrec.evaluation.score_cache import ScoreCache
+from llm_seqrec.evaluation.scoring import ROW_CHUNK, score_table
 from llm_seqrec.llm.backbone import Backbone, load_backbone
 from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.llm_recommender import LLMRecommender, PromptSettings, RecommenderConfig
@@ -179,7 +180,7 @@ def train_sdpo(*inputs) -> tuple[dict, pd.DataFrame]:
 
 
 def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, user_summaries: pd.DataFrame,
-               eval_candidates: pd.DataFrame, evaluation: dict, backbone: dict) -> pd.DataFrame:
+               eval_candidates: pd.DataFrame, score_cache: ScoreCache, evaluation: dict, backbone: dict) -> pd.DataFrame:
     """``sft_scores`` / ``dmpo_scores`` / ``sdpo_scores``: each shared candidate's title log-likelihood
     (per token where the adapter says so), with the ``model`` column; a user without a summary at a
     cutoff is shown none."""
@@ -187,13 +188,14 @@ def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Dat
     table, name = adapter_scores(
         adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
-        sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress,
+        sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress, cache=score_cache,
     )
     return table.assign(model=name)
 
 
 def few_shot_sweep(training_examples, training_items, user_sequences, item_catalog, user_summaries, eval_candidates,
-                   dmpo: dict, evaluation: dict, backbone: dict, dataset: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   score_cache: ScoreCache, dmpo: dict, evaluation: dict, backbone: dict,
+                   dataset: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``dmpo_few_shot_scores`` and its training log: for each n in ``dmpo.few_shot_users``, SFT then
     DMPO on the first n training examples, scored as ``dmpo_u<n>`` (adapters are not kept)."""
     context = _Context(training_examples, training_items, user_sequences, item_catalog, user_summaries,
@@ -208,7 +210,7 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
         reference = reference_logprobs(sft, table_examples(training_examples, n), context.train_titles)
         model, log = context.preference(sft, reference, "dmpo", _model_name(f"dmpo_u{n}", training_examples, dataset), n)
         name = model.config.meta["model"]
-        scores.append(_scores(model, context, name))
+        scores.append(_scores(model, context, name, score_cache))
         logs += [sft_log, log]
     if not scores:  # no sweep configured: empty tables of the right shape
         empty = pd.Series(dtype=str)
@@ -216,10 +218,11 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
     return pd.concat(scores, ignore_index=True), pd.concat(logs, ignore_index=True)
 
 
-def _scores(model: LLMRecommender, context: _Context, name: str) -> pd.DataFrame:
+def _scores(model: LLMRecommender, context: _Context, name: str, cache: ScoreCache) -> pd.DataFrame:
     """A trained (not saved) model's score table, columns as ``dmpo_few_shot_scores`` has them."""
     table = score_table(model, context.user_sequences, context.eval_candidates, users=context.llm_users(),
-                        summaries=context.summaries, progress=context.evaluation.progress, desc=name)
+                        summaries=context.summaries, batch_size=ROW_CHUNK, progress=context.evaluation.progress,
+                        desc=name, cache=cache)
     return table.assign(model=name)[[*SCORE_COLUMNS, "model", "backbone_dtype"]]
 
 

@@ -49,7 +49,7 @@ def _models_pipeline(section: str) -> Pipeline:
         ),
         Node(
             score_dmpo,
-            ["sft_adapter", *tables, "params:evaluation", "params:backbone"],
+            ["sft_adapter", *tables, "score_cache", "params:evaluation", "params:backbone"],
             "sft_scores",
             name="score_sft",
         ),
@@ -64,7 +64,7 @@ def _models_pipeline(section: str) -> Pipeline:
             ),
             Node(
                 score_dmpo,
-                [adapter, *tables, "params:evaluation", "params:backbone"],
+                [adapter, *tables, "score_cache", "params:evaluation", "params:backbone"],
                 f"{loss}_scores",
                 name=f"score_{loss}",
             ),
@@ -79,7 +79,7 @@ def _models_pipeline(section: str) -> Pipeline:
     else:
         nodes.append(Node(
             few_shot_sweep,
-            [*examples, *tables, *params],
+            [*examples, *tables, "score_cache", *params],
             ["dmpo_few_shot_scores", "dmpo_few_shot_training_log"],
             name="few_shot_sweep",
         ))
@@ -87,7 +87,7 @@ def _models_pipeline(section: str) -> Pipeline:
     return Pipeline(
         nodes,
         namespace=section,
-        inputs=set(tables),
+        inputs={*tables, "score_cache"},
         outputs=outputs,
         parameters={f"params:{section}", "params:evaluation", "params:backbone", "params:dataset",
                     "params:data_processing"},

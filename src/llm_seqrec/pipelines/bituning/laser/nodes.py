@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from llm_seqrec.evaluation.protocol import llm_user_sample
+from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.llm.backbone import Backbone, check_training_device, load_backbone
 from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParams, LaserModelParams
 from llm_seqrec.training.bituning import preference_tune_bituning, score_bituning, train_bituning
@@ -28,8 +29,9 @@ def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec
 
 
 def score_laser(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame,
-                sasrec_model: dict, user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict,
-                evaluation: dict, backbone: dict, *, model: str, family: str = "laser") -> pd.DataFrame:
+                sasrec_model: dict, user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame,
+                score_cache: ScoreCache, laser: dict, evaluation: dict, backbone: dict, *, model: str,
+                family: str = "laser") -> pd.DataFrame:
     """``<model>_scores``: full ranking and sampled candidates, both splits, the LLM user sample."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     ev = EvaluationParams.model_validate(evaluation)
@@ -37,7 +39,7 @@ def score_laser(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Da
         adapter, _backbone(backbone, params), user_sequences, item_catalog, eval_candidates, sasrec_model,
         user_summaries, aligned_item_embeddings, users=llm_user_sample(user_sequences, ev.llm_user_sample, ev.seed),
         exclude_seen=ev.exclude_seen, item_batch_size=params.item_batch_size, score_batch_size=params.score_batch_size,
-        progress=ev.progress, desc=model,
+        progress=ev.progress, desc=model, cache=score_cache,
     )
 
 

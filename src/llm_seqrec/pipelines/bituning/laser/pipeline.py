@@ -27,7 +27,8 @@ from llm_seqrec.pipelines import ABLATION
 from .nodes import preference_tune, score_laser, train_laser
 
 MODELS = LaserParams.models()
-UPSTREAM = ("user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries", "aligned_item_embeddings")
+UPSTREAM = ("user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries", "aligned_item_embeddings",
+            "score_cache")
 
 
 def create_variant_pipeline() -> Pipeline:
@@ -41,7 +42,7 @@ def create_family_pipeline(family: str) -> Pipeline:
     training_inputs = ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
                        *parameters]
     scoring_inputs = ["user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries",
-                      "aligned_item_embeddings", *parameters]
+                      "aligned_item_embeddings", "score_cache", *parameters]
 
     def model_nodes(name: str, step: str, train, inputs: list[str], tags: set[str]) -> list[Node]:
         """Node ``<step>_<name>`` trains model ``name`` with ``train``; ``score_<name>`` scores it."""

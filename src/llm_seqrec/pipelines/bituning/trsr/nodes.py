@@ -6,6 +6,7 @@ import pandas as pd
 
 from llm_seqrec.data.fingerprint import data_fingerprint
 from llm_seqrec.evaluation.protocol import llm_user_sample
+from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.prompts import item_titles
 from llm_seqrec.models.llm_recommender import LLMRecommender, PromptSettings, RecommenderConfig
@@ -91,6 +92,7 @@ def score_trsr(
     item_catalog: pd.DataFrame,
     user_summaries: pd.DataFrame,
     eval_candidates: pd.DataFrame,
+    score_cache: ScoreCache,
     evaluation: dict,
     backbone: dict,
 ) -> pd.DataFrame:
@@ -100,5 +102,5 @@ def score_trsr(
     return adapter_scores(
         adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
-        sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress,
+        sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress, cache=score_cache,
     )[0]

@@ -25,7 +25,7 @@ def create_variant_pipeline() -> Pipeline:
             ),
             Node(
                 score_trsr,
-                [f"{suffix}adapter", *tables, "params:evaluation", "params:backbone"],
+                [f"{suffix}adapter", *tables, "score_cache", "params:evaluation", "params:backbone"],
                 f"{model}_scores",
                 name=f"score_{model}",
                 tags=tags,
@@ -34,7 +34,7 @@ def create_variant_pipeline() -> Pipeline:
     return Pipeline(
         nodes,
         namespace="trsr",
-        inputs=set(tables),
+        inputs={*tables, "score_cache"},
         outputs={f"{model}_{kind}" for model in ("trsr", "trsr_no_summary") for kind in ("scores", "training_log")},
         parameters={"params:trsr", "params:evaluation", "params:backbone"},
     )
