@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
+from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
+from llm_seqrec.models.llm_recommender import LLMRecommender, LoraSettings, PromptSettings, RecommenderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_SEQREC_SHARED", REPO.parent / "shared"))
@@ -195,3 +197,21 @@ def write_dump(sample: Path, folder: Path, fmt: str, suffixes: tuple[str, str] |
     meta_path = write_lines(folder / f"meta_Industrial_and_Scientific{meta_suffix}",
                             (amazon_metadata(fmt, row) for _, row in items.iterrows()), as_python=meta_as_python)
     return reviews_path, meta_path
+
+
+# Item titles and a LoRA recommender with a random, non-zero adapter, shared by the recommender's and its
+# training procedures' tests.
+TITLES = {1: "Nitrile gloves", 2: "Digital multimeter with probes", 3: "Pipette tips", 4: "Safety goggles",
+          5: "Soldering iron kit 60W", 6: "Beaker set"}
+
+
+def recommender(head: str, **prompt) -> LLMRecommender:
+    """A recommender on its own backbone (PEFT edits the backbone in place) with a random, non-zero
+    adapter, so the adapter matters in every comparison."""
+    llm = load_backbone(dtype="float32", device="cpu")
+    model = LLMRecommender(
+        llm, RecommenderConfig(head=head, backbone=llm.name, lora=LoraSettings(r=2), prompt=PromptSettings(**prompt)), TITLES
+    )
+    generator = torch.Generator().manual_seed(0)
+    model.load_adapter_state_dict({k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in model.adapter_state_dict().items()})
+    return model.eval()

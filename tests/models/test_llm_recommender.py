@@ -5,28 +5,17 @@ tests/training/test_lora.py)."""
 import pandas as pd
 import pytest
 import torch
+from conftest import TITLES, recommender
 from kedro.io.core import Version
 
 from llm_seqrec.datasets import PeftAdapterDataset
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.evaluation.scoring import score_table
-from llm_seqrec.models.llm_recommender import LLMRecommender, LoraSettings, PromptSettings, RecommenderConfig
+from llm_seqrec.models.llm_recommender import LLMRecommender
 from llm_seqrec.models.recommender import CandidateScorer, Queries
 
-TITLES = {1: "Nitrile gloves", 2: "Digital multimeter with probes", 3: "Pipette tips", 4: "Safety goggles",
-          5: "Soldering iron kit 60W", 6: "Beaker set"}
 
 
-def recommender(head: str, **prompt) -> LLMRecommender:
-    """A recommender on its own backbone (PEFT edits the backbone in place) with a random, non-zero
-    adapter, so the adapter matters in every comparison."""
-    llm = load_backbone(dtype="float32", device="cpu")
-    model = LLMRecommender(
-        llm, RecommenderConfig(head=head, backbone=llm.name, lora=LoraSettings(r=2), prompt=PromptSettings(**prompt)), TITLES
-    )
-    generator = torch.Generator().manual_seed(0)
-    model.load_adapter_state_dict({k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in model.adapter_state_dict().items()})
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

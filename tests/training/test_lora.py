@@ -5,11 +5,10 @@ cached reference, the validator."""
 import pandas as pd
 import pytest
 import torch
+from conftest import TITLES, recommender
 
 from llm_seqrec.data.fingerprint import weights_fingerprint
 from llm_seqrec.evaluation.scoring import validation_metric
-from llm_seqrec.llm.backbone import load_backbone
-from llm_seqrec.models.llm_recommender import LLMRecommender, LoraSettings, PromptSettings, RecommenderConfig
 from llm_seqrec.training import TrainingConfig
 from llm_seqrec.training.lora import (
     Example,
@@ -28,8 +27,6 @@ from llm_seqrec.training.preference import (
     table_examples,
 )
 
-TITLES = {1: "Nitrile gloves", 2: "Digital multimeter with probes", 3: "Pipette tips", 4: "Safety goggles",
-          5: "Soldering iron kit 60W", 6: "Beaker set"}
 EXAMPLES = [Example(1, (1, 2), 3, "Buys lab supplies.", (5, 6)), Example(2, (4,), 5, None, (1, 2))]
 
 
@@ -37,15 +34,6 @@ def tiny_training(**changes) -> TrainingConfig:
     return TrainingConfig(**{"epochs": 1, "batch_size": 2, "lr": 0.01, "checkpoint_dir": None, "progress": False, **changes})
 
 
-def recommender(head: str, **prompt) -> LLMRecommender:
-    """A recommender on its own backbone with a random, non-zero adapter."""
-    llm = load_backbone(dtype="float32", device="cpu")
-    model = LLMRecommender(
-        llm, RecommenderConfig(head=head, backbone=llm.name, lora=LoraSettings(r=2), prompt=PromptSettings(**prompt)), TITLES
-    )
-    generator = torch.Generator().manual_seed(0)
-    model.load_adapter_state_dict({k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in model.adapter_state_dict().items()})
-    return model.eval()
 
 
 def test_training_users_are_nested_and_summarised_first():
