@@ -197,6 +197,6 @@ def embedding_matrix(llm_item_embeddings: pd.DataFrame, n_items: int) -> tuple[t
         raise ValueError(f"llm_item_embeddings lacks items {sorted(missing)[:5]} of the catalogue: re-run id_pretraining")
     frame = llm_item_embeddings.set_index("item_idx").loc[list(range(1, n_items + 1))]
     vectors = torch.from_numpy(np.stack(frame["embedding"].to_numpy()).astype(np.float32))
-    has_text = torch.from_numpy(frame["has_text"].to_numpy(dtype=bool))
+    has_text = torch.from_numpy(frame["has_text"].to_numpy(dtype=bool).copy())
     return (torch.cat([torch.zeros(1, vectors.shape[1]), vectors]),
             torch.cat([torch.zeros(1, dtype=torch.bool), has_text]))
