@@ -26,8 +26,8 @@ DATASET = "amazon-scientific"
 TABLES_OF_MODELS = {"dmpo_few_shot", "dmpo_transfer"}
 TRANSFERRED = [f"{model}_from_ml-100k" for model in ("sft", "dmpo", "sdpo")]
 # Written out here, not read from the pipelines: the evaluation stage derives its list, this checks it.
-TRAINED = {"sasrec", "ra_rec", "laser", "laser_no_moe", "laser_no_prefix", "laser_no_stage1", "fusion", "fusion_dmpo",
-           "fusion_no_summary", "fusion_no_aligned_ids", "fusion_no_prefix", "trsr", "trsr_no_summary", "sft", "dmpo",
+TRAINED = {"sasrec", "sasrec_text", "ra_rec", "laser", "laser_no_moe", "laser_no_prefix", "laser_no_stage1", "fusion",
+           "fusion_dmpo", "fusion_no_summary", "fusion_no_aligned_ids", "fusion_no_prefix", "trsr", "trsr_no_summary", "sft", "dmpo",
            "sdpo", "dmpo_few_shot", "dmpo_transfer"}
 
 

@@ -6,6 +6,8 @@ import torch
 from llm_seqrec.data.schema import SCORE_COLUMNS
 from llm_seqrec.evaluation.protocol import (
     METRIC_COLUMNS,
+    cold_item_metrics,
+    cold_item_users,
     evaluation_user_sets,
     full_ranking_rows,
     llm_user_sample,
@@ -154,3 +156,21 @@ def test_metrics_table_refuses_a_model_that_covers_no_user_set():
     partial = full_ranking_rows(fixed_scores, frame.iloc[:5], "valid")
     with pytest.raises(ValueError, match="cover none"):
         metrics_table({"odd": partial}, "ml-1m", [10], evaluation_user_sets(frame, 8, seed=1))
+
+
+def test_the_cold_item_slice_is_the_test_users_whose_target_has_few_training_interactions():
+    frame = pd.DataFrame({
+        "user_idx": [1, 2, 3, 4], "user_id": list("abcd"),
+        "train_items": [[1, 2, 1], [1, 3], [2, 4], [1, 5]],
+        "valid_target": [3, 4, 1, 2], "test_target": [1, 2, 6, 4],  # 1: 4 times in training, 2: twice, 6: never, 4: once
+    })
+    np.testing.assert_array_equal(cold_item_users(frame, "test"), [2, 3, 4])
+    np.testing.assert_array_equal(cold_item_users(frame, "test", max_interactions=1), [3, 4])
+    everyone = pd.concat([full_ranking_rows(fixed_scores, frame, s) for s in ("valid", "test")], ignore_index=True)
+    partial = everyone[everyone["user_idx"] != 3]
+    rows = cold_item_metrics({"sasrec": everyone, "llm": partial}, "ml-1m", [10], frame)
+    assert set(rows["model"]) == {"sasrec"} and set(rows["users"]) == {"cold_items"}
+    assert set(rows["split"]) == {"test"} and set(rows["protocol"]) == {"full"} and set(rows["n_users"]) == {3}
+    test = everyone[(everyone.split == "test") & everyone.user_idx.isin([2, 3, 4])]
+    mrr = rows.loc[rows.metric == "mrr", "value"].item()
+    assert mrr == pytest.approx(float((1 / (test["rank"] + 1)).mean()))

@@ -16,6 +16,7 @@ from llm_seqrec.data.schema import SCORE_COLUMNS, split_inputs
 from llm_seqrec.evaluation.metrics import target_ranks
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.models import SASRec
+from llm_seqrec.models.sasrec_text import id_model_from_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +93,32 @@ def test_sasrec_trains_until_patience_and_a_time_budget_cut_says_so(kedro_projec
     assert log["epoch"].tolist() == [1] and log["stopped_by"].tolist() == ["time_budget"]
     assert "sasrec: stopped by the time budget (0.0001 min) at epoch 1" in caplog.text
     assert "validation still rising" in caplog.text
+
+
+def test_sasrec_text_reads_the_item_vectors_which_a_rerun_does_not_encode_again(kedro_project, amazon_sample):
+    run_kedro(kedro_project, ["data_processing", "id_pretraining"], csv_params(amazon_sample))
+    catalog = pd.read_parquet(layer_path(kedro_project, "03_primary", "item_catalog.parquet"))
+    vectors = pd.read_parquet(layer_path(kedro_project, "04_feature", "llm_item_embeddings.parquet"))
+    assert vectors["item_idx"].tolist() == catalog["item_idx"].tolist() and vectors["has_text"].all()
+    assert len(vectors["embedding"].iloc[0]) == 576
+    cache = layer_path(kedro_project, "04_feature", "llm_item_embedding_cache")
+    assert len(list(cache.glob("part-*.parquet"))) == 1
+
+    versions = list(layer_path(kedro_project, "06_models", "sasrec_text").iterdir())
+    assert len(versions) == 1
+    model = id_model_from_artifact({
+        "config": json.loads((versions[0] / "sasrec_text/config.json").read_text()),
+        "state_dict": load_file(versions[0] / "sasrec_text/model.safetensors"),
+    })
+    assert model.config.text_dim == 576 and model.text_coverage == 1.0
+    scores = pd.read_parquet(layer_path(kedro_project, "07_model_output", "sasrec_text_scores.parquet"))
+    assert scores.groupby(["protocol", "split"]).size().eq(len(pd.read_parquet(
+        layer_path(kedro_project, "03_primary", "user_sequences.parquet")))).all()
+    log = pd.read_parquet(layer_path(kedro_project, "08_reporting", "sasrec_text_training_log.parquet"))
+    assert log["epoch"].tolist() == [1, 2, 3]
+
+    run_kedro(kedro_project, ["id_pretraining"], csv_params(amazon_sample), node_names=["embed_items"])
+    assert len(list(cache.glob("part-*.parquet"))) == 1  # nothing encoded again
+    run_kedro(kedro_project, ["id_pretraining"], {**csv_params(amazon_sample), "llm_item_embeddings": {"layer": 3}},
+              node_names=["embed_items"])
+    assert len(list(cache.glob("part-*.parquet"))) == 2  # another depth: every item encoded again

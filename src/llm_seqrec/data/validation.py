@@ -35,6 +35,7 @@ INTERACTION_FIELDS = ("user_id", "item_id", "timestamp")
 ITEM_FIELDS = ("item_id", "title")
 TEXT_SEPARATOR = " | "
 REPLACEMENT_CHAR = "\ufffd"
+PLACEHOLDER_TITLE = "item "  # + item_id: the title of an item whose title is empty
 MAX_EXAMPLES = 3
 EXAMPLE_CHARS = 120
 
@@ -115,7 +116,9 @@ def validate_items(
     report.record(
         "empty_titles_filled", path, 'an empty or whitespace-only title became "item <item_id>"', frame[empty_title]
     )
-    title = cleaned["title"].where(~empty_title, "item " + frame["item_id"])
+    action = "no title and no text field: no llm_item_embeddings vector, sasrec_text has the ID embedding alone"
+    report.record("items_without_text", path, action, frame[cleaned[text_columns].eq("").all(axis=1)], level=logging.INFO)
+    title = cleaned["title"].where(~empty_title, PLACEHOLDER_TITLE + frame["item_id"])
     text = title
     for field in fields:
         value = cleaned[field]
@@ -136,6 +139,12 @@ def validate_items(
             "line": frame["line"],
         }
     ).reset_index(drop=True)
+
+
+def items_without_text(item_catalog: pd.DataFrame) -> pd.Series:
+    """True for the items of an ``item_catalog`` with neither a title nor a text field (title and text: the placeholder)."""
+    placeholder = PLACEHOLDER_TITLE + item_catalog["item_id"].astype(str)
+    return (item_catalog["title"] == placeholder) & (item_catalog["text"] == placeholder)
 
 
 def validate_interactions(

@@ -2,6 +2,7 @@
 folders, and parquet files, written atomically; the summary and score caches as folders of atomically written
 parquet parts."""
 
+from llm_seqrec.datasets.item_embedding_cache import ItemEmbeddingCacheDataset
 from llm_seqrec.datasets.metrics import MetricsCSVDataset
 from llm_seqrec.datasets.peft_adapter import PeftAdapterDataset
 from llm_seqrec.datasets.score_cache import ScoreCacheDataset
@@ -10,6 +11,7 @@ from llm_seqrec.datasets.weights import AtomicParquetDataset, TorchWeightsDatase
 
 __all__ = [
     "AtomicParquetDataset",
+    "ItemEmbeddingCacheDataset",
     "MetricsCSVDataset",
     "PeftAdapterDataset",
     "ScoreCacheDataset",

@@ -34,6 +34,20 @@ def llm_user_sample(user_sequences: pd.DataFrame, n: int | None, seed: int) -> n
     return np.sort(np.random.default_rng(seed).choice(users, size=n, replace=False))
 
 
+COLD_ITEMS = "cold_items"  # the ``users`` label of the cold-item slice
+COLD_ITEM_MAX_INTERACTIONS = 2
+
+
+def cold_item_users(user_sequences: pd.DataFrame, split: str = "test",
+                    max_interactions: int = COLD_ITEM_MAX_INTERACTIONS) -> np.ndarray:
+    """The users (sorted user_idx) whose ``split`` target has at most ``max_interactions`` training interactions
+    (occurrences in every user's ``train_items``): the cold-item slice."""
+    counts = pd.Series(np.concatenate([np.asarray(s, dtype=np.int64) for s in user_sequences["train_items"]])).value_counts()
+    targets = user_sequences[f"{split}_target"].astype(np.int64)
+    cold = targets.map(counts).fillna(0).to_numpy() <= max_interactions
+    return np.sort(user_sequences["user_idx"].to_numpy(dtype=np.int64)[cold])
+
+
 def evaluation_user_sets(user_sequences: pd.DataFrame, n: int | None, seed: int) -> dict[str, np.ndarray]:
     """The evaluated user sets: ``all``, plus ``sample<n>`` (the LLM user sample) when it is a strict subset."""
     everyone = np.sort(user_sequences["user_idx"].to_numpy(dtype=np.int64))
@@ -174,3 +188,15 @@ def metrics_table(
                     for metric, value in values.items()
                 )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def cold_item_metrics(score_tables: Mapping[str, pd.DataFrame], dataset_name: str, ks: Sequence[int],
+                      user_sequences: pd.DataFrame) -> pd.DataFrame:
+    """The cold-item slice's rows (``users`` = ``cold_items``): full ranking on the test users whose target has
+    at most ``COLD_ITEM_MAX_INTERACTIONS`` training interactions, for every model that scored all of them."""
+    users = cold_item_users(user_sequences, "test")
+    tables = {model: table[(table["protocol"] == "full") & (table["split"] == "test")] for model, table in score_tables.items()}
+    tables = {model: table for model, table in tables.items() if set(table["user_idx"].tolist()).issuperset(users.tolist())}
+    if not len(users) or not tables:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    return metrics_table(tables, dataset_name, ks, {COLD_ITEMS: users})

@@ -11,13 +11,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from llm_seqrec.data.schema import PROTOCOLS, SPLITS, TRAINING_LOG_COLUMNS, split_input
-from llm_seqrec.evaluation.protocol import ALL_USERS
+from llm_seqrec.evaluation.protocol import ALL_USERS, COLD_ITEM_MAX_INTERACTIONS, COLD_ITEMS
 
 PROTOCOL_NAMES = {"full": "full ranking", "sampled": "sampled ranking"}
 PLOTTED = [("full", "ndcg@10"), ("full", "hr@10"), ("sampled", "hr@1")]
 
 
 def _users_name(label: str, n_users: int) -> str:
+    if label == COLD_ITEMS:
+        return f"cold items: users whose target has at most {COLD_ITEM_MAX_INTERACTIONS} training interactions (n = {n_users})"
     return f"all users (n = {n_users})" if label == ALL_USERS else f"seeded user sample '{label}' (n = {n_users})"
 
 
@@ -201,7 +203,7 @@ def metrics_figure(metrics: pd.DataFrame, split: str = "test") -> Figure:
             # The largest user set on which every model of the panel is reported: all users where
             # it is, else the LLM sample (every model is reported there).
             models = set(chosen["model"])
-            labels = [ALL_USERS, *sorted(set(chosen["users"]) - {ALL_USERS})]
+            labels = [ALL_USERS, *sorted(set(chosen["users"]) - {ALL_USERS, COLD_ITEMS})]
             users = next(u for u in labels if set(chosen.loc[chosen["users"] == u, "model"]) == models)
             chosen = chosen[chosen["users"] == users]
             bars = ax.bar(chosen["model"], chosen["value"], color="tab:blue")

@@ -133,7 +133,7 @@ class SASRec(nn.Module):
             raise ValueError(f"sequence length {length} exceeds max_len={self.config.max_len}")
         valid = item_seq != PAD
         positions = torch.arange(length - 1, -1, -1, device=item_seq.device)
-        x = self.item_embedding(item_seq) * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
+        x = F.embedding(item_seq, self.item_vectors(), padding_idx=PAD) * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
         x = self.embedding_dropout(x * valid.unsqueeze(-1))
         # Causal, and real positions never see padding; a padding position sees itself only, so that
         # no attention row is empty (its output is discarded anyway).
@@ -148,9 +148,13 @@ class SASRec(nn.Module):
         """The state after the most recent item (last column), ``[B, d]``: the user's next-item query."""
         return self.forward(item_seq)[:, -1]
 
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's representation ``[n_items + 1, d]`` (row = item id, tied: input and output side)."""
+        return self.item_embedding.weight
+
     def score_items(self, state: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, n_items + 1]`` of every item for ``state [B, d]``; column = item id, pad column -inf."""
-        scores = state @ self.item_embedding.weight.T
+        scores = state @ self.item_vectors().T
         scores[:, PAD] = float("-inf")
         return scores
 
@@ -177,10 +181,11 @@ class SASRec(nn.Module):
         keep = targets != PAD
         hidden = self.forward(item_seq)[keep]
         targets = targets[keep]
+        items = self.item_vectors()
         if negatives is None:
-            return linear_cross_entropy(hidden, self.item_embedding.weight[1:], targets - 1)
-        positive = (hidden * self.item_embedding(targets)).sum(-1, keepdim=True)
-        negative = hidden @ self.item_embedding(negatives).T
+            return linear_cross_entropy(hidden, items[1:], targets - 1)
+        positive = (hidden * F.embedding(targets, items)).sum(-1, keepdim=True)
+        negative = hidden @ F.embedding(negatives, items).T
         negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
         logits = torch.cat([positive, negative], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))

@@ -17,7 +17,9 @@ from llm_seqrec.params.data import (
     DataProcessingParams,
     DatasetParams,
     EvaluationParams,
+    ItemEmbeddingParams,
     SASRecParams,
+    SASRecTextParams,
     catalogue_size_bound,
 )
 from llm_seqrec.params.llm_models import (
@@ -44,6 +46,8 @@ class ProjectParams(Strict):
     evaluation: EvaluationParams = EvaluationParams()
     backbone: BackboneParams = BackboneParams()
     sasrec: SASRecParams = SASRecParams()
+    llm_item_embeddings: ItemEmbeddingParams = ItemEmbeddingParams()
+    sasrec_text: SASRecTextParams = SASRecTextParams()
     summarization: SummarizationParams = SummarizationParams()
     alignment: AlignmentParams = AlignmentParams()
     laser: LaserParams = LaserParams()
@@ -71,7 +75,7 @@ class ProjectParams(Strict):
 
 __all__ = [
     "BITUNING_FAMILIES", "FUSION_ABLATIONS", "LASER_ABLATIONS", "MOVIELENS_ITEMS", "AlignmentParams", "BackboneParams",
-    "DMPOParams", "DMPOTransferParams", "DataProcessingParams", "DatasetParams", "EvaluationParams", "FusionParams",
-    "LaserModelParams", "LaserParams", "ProjectParams", "SASRecParams", "Strict", "SummarizationParams",
+    "DMPOParams", "DMPOTransferParams", "DataProcessingParams", "DatasetParams", "EvaluationParams", "FusionParams", "ItemEmbeddingParams",
+    "LaserModelParams", "LaserParams", "ProjectParams", "SASRecParams", "SASRecTextParams", "Strict", "SummarizationParams",
     "SummaryTemplatesParams", "TRSRParams", "TrackingParams", "catalogue_size_bound", "validate_section",
 ]

@@ -3,7 +3,7 @@ preference-tuned model."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ class LaserModelParams(Strict):
     """One Laser model: the full ``laser`` or an ablation (``laser`` with its ``ablations`` entry applied)."""
 
     prefix: bool = True  # the M-Former prefix over the frozen SASRec; False = no prefix, no ID model
+    id_model: Literal["sasrec", "sasrec_text"] = "sasrec"  # the frozen ID model the prefix reads (id_pretraining)
     mformer: MFormerSettings = MFormerSettings()  # models.mformer: the settings and their bounds
     prompts: PromptConfig = PromptConfig()  # models.bituning_prompts: the settings and their bounds
     n_suffix_tokens: int = Field(1, ge=1)

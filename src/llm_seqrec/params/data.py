@@ -1,5 +1,5 @@
 """The sections of the data and the protocol: ``dataset``, ``data_processing``, ``evaluation``, ``backbone``
-(the frozen LLM every LLM model reads) and ``sasrec``."""
+(the frozen LLM every LLM model reads), ``sasrec``, ``llm_item_embeddings`` and ``sasrec_text``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pydantic import Field, field_validator, model_validator
 
 from llm_seqrec.llm.model_files import decoder_layers, resolve_model_files
 from llm_seqrec.params.base import Strict
-from llm_seqrec.training.id_model import SASRecSettings
+from llm_seqrec.llm.item_embeddings import ItemEmbeddingSettings
+from llm_seqrec.training.id_model import SASRecSettings, SASRecTextSettings
 
 
 class DatasetParams(Strict):
@@ -102,6 +103,10 @@ class BackboneParams(Strict):
 
 # The ``sasrec`` section: SASRec's shape and its training, defined once in the library.
 SASRecParams = SASRecSettings
+# ``sasrec_text``: SASRec's settings and how the item text joins the ID embedding (``models.sasrec_text``).
+SASRecTextParams = SASRecTextSettings
+# ``llm_item_embeddings``: how the frozen backbone turns each item's text into its vector.
+ItemEmbeddingParams = ItemEmbeddingSettings
 
 
 MOVIELENS_ITEMS = {"ml-100k": 1682, "ml-1m": 3883}  # movies listed in each release's item file

@@ -58,6 +58,8 @@ class AlignmentConfig:
     infonce_weight: Annotated[float, Ge(0)] = 0.1
     infonce_temperature: Annotated[float, Gt(0)] = 0.1
     eval_batch_size: Annotated[int, Ge(1)] = 16  # users per LLM pass when validating and scoring
+    # The frozen ID model whose item table is aligned: sasrec, or sasrec_text (its ID and text views joined).
+    id_model: Literal["sasrec", "sasrec_text"] = "sasrec"
     training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=2e-3, patience=2, eval_users=64)
 
     def prompt(self) -> dict:
@@ -174,6 +176,7 @@ def train_aligner(
             "aligner": aligner_config.to_dict(),
             "prompt": prompt,
             "backbone": llm.name,
+            "id_model": config.id_model,
             "budget": {
                 "samples": len(histories),
                 "epochs": len(result.history),

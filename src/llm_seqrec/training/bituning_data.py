@@ -23,7 +23,7 @@ from llm_seqrec.models.bituning import BiTuning, BiTuningConfig
 from llm_seqrec.models.bituning_prompts import BiTuningRanker, PromptConfig, Prompts
 from llm_seqrec.models.mformer import MFormerConfig, MFormerSettings
 from llm_seqrec.models.recommender import Queries
-from llm_seqrec.models.sasrec import SASRec
+from llm_seqrec.models.sasrec_text import id_model_from_artifact
 
 Summaries = Mapping[tuple[int, str], str]  # (user_idx, cutoff) -> summary
 
@@ -110,7 +110,7 @@ def build(llm: Backbone, item_catalog: pd.DataFrame, sasrec_model: dict, aligned
     """A new model (its initial weights from torch's global generator, so seed first), its prompts, and
     the fingerprints of the frozen inputs it reads, for its adapter. ``mformer`` None: no prefix, no ID model."""
     user_prompts = Prompts(prompts, llm.tokenizer, _titles(item_catalog))
-    id_model = SASRec.from_artifact(sasrec_model) if mformer is not None else None
+    id_model = id_model_from_artifact(sasrec_model) if mformer is not None else None
     config = BiTuningConfig(
         n_items=user_prompts.n_items,
         llm_hidden_size=llm.hidden_size,
@@ -127,6 +127,7 @@ def build(llm: Backbone, item_catalog: pd.DataFrame, sasrec_model: dict, aligned
                    aligned)
     frozen = {
         "id_model": weights_fingerprint(sasrec_model["state_dict"]) if id_model is not None else None,
+        "id_model_class": type(id_model).__name__ if id_model is not None else None,  # SASRec or SASRecText
         "aligned_items": weights_fingerprint({"table": aligned}) if aligned is not None else None,
     }
     return net, user_prompts, frozen
@@ -144,7 +145,7 @@ def restore(adapter: dict, llm: Backbone, item_catalog: pd.DataFrame, sasrec_mod
     if config["id_model"] is not None:
         if config["id_model"] != weights_fingerprint(sasrec_model["state_dict"]):
             raise ValueError(stale.format("sasrec_model"))
-        id_model = SASRec.from_artifact(sasrec_model).to(llm.device)
+        id_model = id_model_from_artifact(sasrec_model).to(llm.device)
     if config["aligned_items"] is not None:
         aligned = aligned_table(aligned_item_embeddings, prompts.n_items)
         if config["aligned_items"] != weights_fingerprint({"table": aligned}):

@@ -9,7 +9,7 @@ up-weight the positions of short histories).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -18,11 +18,13 @@ import pandas as pd
 import torch
 from annotated_types import Ge
 
-from llm_seqrec.data.fingerprint import data_fingerprint
+from llm_seqrec.data.fingerprint import data_fingerprint, weights_fingerprint
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.data.schema import PAD
 from llm_seqrec.evaluation.scoring import validation_metric
+from llm_seqrec.llm.item_embeddings import embedding_matrix
 from llm_seqrec.models.sasrec import SASRec, SASRecArchitecture, SASRecConfig
+from llm_seqrec.models.sasrec_text import SASRecText, SASRecTextConfig, TextFusion
 from llm_seqrec.training.config import TrainingConfig
 from llm_seqrec.training.loop import FitResult, fit
 from llm_seqrec.training.state import seed_everything
@@ -61,15 +63,23 @@ def eval_user_sample(user_sequences: pd.DataFrame, n: int | None, seed: int) -> 
     return user_sequences.iloc[np.sort(np.random.default_rng(seed).choice(len(user_sequences), n, replace=False))]
 
 
+@dataclass(frozen=True)
+class SASRecTextSettings(SASRecSettings):
+    """The ``sasrec_text`` parameter section: SASRec's, and how the item text joins the ID embedding."""
+
+    fusion: TextFusion = TextFusion()
+
+
 def train_sasrec(
-    user_sequences: pd.DataFrame, n_items: int, settings: SASRecSettings, exclude_seen: bool = False
+    user_sequences: pd.DataFrame, n_items: int, settings: SASRecSettings, exclude_seen: bool = False,
+    build: Callable[[SASRecConfig], SASRec] = SASRec, name: str = "sasrec",
 ) -> tuple[SASRec, FitResult]:
-    """SASRec over items 1..``n_items``, trained on every user's training items; the model holds the
-    best weights (``FitResult.best_state_dict``)."""
+    """SASRec (or the subclass ``build`` makes from the config) over items 1..``n_items``, trained on every
+    user's training items; the model holds the best weights (``FitResult.best_state_dict``)."""
     training = settings.training
     seed_everything(training.seed)
     config = SASRecConfig(n_items=n_items, **settings.architecture())
-    model = SASRec(config)
+    model = build(config)
 
     sequences = [s for s in user_sequences["train_items"] if len(s) > 1]
     inputs = left_pad([s[:-1] for s in sequences], settings.max_len)
@@ -95,12 +105,29 @@ def train_sasrec(
         return model.loss(**batch) * ((batch["targets"] != PAD).sum() / positions_per_batch)
 
     run_config = {
-        "model": config.to_dict(),
+        "model": model.config.to_dict(),
         "loss": settings.loss,
         "n_sampled_negatives": n_negatives,
         "bucket_window": settings.bucket_window,
         "exclude_seen": exclude_seen,
         "data": data_fingerprint(inputs, targets, valid["user_idx"].to_numpy(), valid["valid_target"].to_numpy()),
     }
-    result = fit(model, loss_fn, make_batches, validate, training, "sasrec", run_config)
+    if isinstance(model, SASRecText):
+        run_config["text_vectors"] = weights_fingerprint({"text_vectors": model.text_vectors})
+    result = fit(model, loss_fn, make_batches, validate, training, name, run_config)
     return model, result
+
+
+def train_sasrec_text(
+    user_sequences: pd.DataFrame, llm_item_embeddings: pd.DataFrame, n_items: int, settings: SASRecTextSettings,
+    exclude_seen: bool = False,
+) -> tuple[SASRecText, FitResult]:
+    """``sasrec_text``: SASRec whose items are their ID embedding joined with their frozen text vector
+    (``models.sasrec_text``), trained as SASRec is."""
+    vectors, has_text = embedding_matrix(llm_item_embeddings, n_items)
+
+    def build(config: SASRecConfig) -> SASRecText:
+        text_config = SASRecTextConfig(**config.to_dict(), text_dim=vectors.shape[1], fusion=settings.fusion)
+        return SASRecText(text_config, vectors, has_text)
+
+    return train_sasrec(user_sequences, n_items, settings, exclude_seen, build=build, name="sasrec_text")

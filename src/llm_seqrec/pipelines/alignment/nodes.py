@@ -45,15 +45,19 @@ def train_aligner(
     user_sequences: pd.DataFrame,
     item_catalog: pd.DataFrame,
     id_item_embeddings: pd.DataFrame,
+    sasrec_text_item_embeddings: pd.DataFrame,
     alignment: dict,
     backbone: dict,
     evaluation: dict,
 ) -> tuple[dict, pd.DataFrame]:
-    """``aligner_model`` and ``ra_rec_training_log`` (``training.alignment.train_aligner``)."""
+    """``aligner_model`` and ``ra_rec_training_log`` (``training.alignment.train_aligner``), aligning the item
+    table of the ID model ``alignment.id_model`` names (both are inputs: a Kedro pipeline cannot depend on a
+    parameter)."""
     params = validate_section(AlignmentParams, alignment)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     llm = _backbone(backbone, params.training.device)
-    return fit_aligner(alignment_samples, user_sequences, item_catalog, id_item_embeddings, llm, params, exclude_seen)
+    table = {"sasrec": id_item_embeddings, "sasrec_text": sasrec_text_item_embeddings}[params.id_model]
+    return fit_aligner(alignment_samples, user_sequences, item_catalog, table, llm, params, exclude_seen)
 
 
 def export_aligned_item_embeddings(aligner_model: dict, item_catalog: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(make_alignment_samples, ["user_sequences", "item_catalog", "params:alignment"], "alignment_samples",
              name="make_alignment_samples"),
-        Node(train_aligner, ["alignment_samples", "user_sequences", "item_catalog", "id_item_embeddings", *parameters],
+        Node(train_aligner, ["alignment_samples", "user_sequences", "item_catalog", "id_item_embeddings",
+                             "sasrec_text_item_embeddings", *parameters],
              ["aligner_model", "ra_rec_training_log"], name="train_aligner"),
         Node(export_aligned_item_embeddings, ["aligner_model", "item_catalog"], "aligned_item_embeddings",
              name="export_aligned_item_embeddings"),

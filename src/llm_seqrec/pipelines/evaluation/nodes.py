@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from llm_seqrec.evaluation.protocol import evaluation_user_sets, llm_user_sample, metrics_table
+from llm_seqrec.evaluation.protocol import cold_item_metrics, evaluation_user_sets, llm_user_sample, metrics_table
 from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import ROW_CHUNK, score_table
@@ -57,7 +57,8 @@ def score_llm_zeroshot(
 def compute_metrics(
     user_sequences: pd.DataFrame, dataset: dict, evaluation: dict, **score_tables: pd.DataFrame
 ) -> pd.DataFrame:
-    """``metrics``: every model on all users and on the LLM user sample, where it scored them.
+    """``metrics``: every model on all users and on the LLM user sample, where it scored them, and the
+    cold-item slice (``users`` = ``cold_items``: test, full ranking; ``evaluation.protocol.cold_item_users``).
 
     A model whose scores are not there yet (its stage has not run) is left out and named in the log.
     """
@@ -66,7 +67,9 @@ def compute_metrics(
     unscored = sorted(model for model, table in score_tables.items() if table.empty)
     if unscored:
         logger.warning("Not scored yet, so not in metrics.csv (run their stage first): %s", ", ".join(unscored))
-    return metrics_table(_scored_models(score_tables), DatasetParams.model_validate(dataset).name, params.ks, user_sets)
+    scored, name = _scored_models(score_tables), DatasetParams.model_validate(dataset).name
+    rows = [metrics_table(scored, name, params.ks, user_sets), cold_item_metrics(scored, name, params.ks, user_sequences)]
+    return pd.concat([r for r in rows if not r.empty], ignore_index=True)
 
 
 def _scored_models(score_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

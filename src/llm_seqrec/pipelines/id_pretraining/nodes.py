@@ -1,4 +1,5 @@
-"""id_pretraining nodes: train SASRec on item IDs, then export what later stages read from it."""
+"""id_pretraining nodes: train SASRec on item IDs, then export what later stages read from it; encode the
+items' text with the frozen backbone and train ``sasrec_text`` on both."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from llm_seqrec.data.padding import left_pad
 from llm_seqrec.data.schema import SPLITS, split_inputs
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import score_table
+from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.device import choose_device
+from llm_seqrec.llm.item_embeddings import ItemEmbeddingCache, embed_catalog, encoding_dtype
 from llm_seqrec.models.sasrec import SASRec
-from llm_seqrec.params import EvaluationParams, SASRecParams, validate_section
+from llm_seqrec.models.sasrec_text import id_model_from_artifact
+from llm_seqrec.params import BackboneParams, EvaluationParams, ItemEmbeddingParams, SASRecParams, SASRecTextParams, validate_section
 from llm_seqrec.training import training_log
 from llm_seqrec.training.id_model import train_sasrec as fit_sasrec
+from llm_seqrec.training.id_model import train_sasrec_text as fit_sasrec_text
 
 
 def train_sasrec(
@@ -30,6 +35,13 @@ def train_sasrec(
 def extract_item_embeddings(sasrec_model: dict) -> pd.DataFrame:
     """The item ID embedding table (items 1..I), which later stages align into the LLM."""
     table = sasrec_model["state_dict"]["item_embedding.weight"][1:].float().numpy()
+    return pd.DataFrame({"item_idx": np.arange(1, len(table) + 1, dtype=np.int64), "embedding": list(table)})
+
+
+def extract_sasrec_text_item_embeddings(sasrec_text_model: dict) -> pd.DataFrame:
+    """``sasrec_text``'s item table (ID and text views joined, items 1..I), which RA-Rec may align instead."""
+    with torch.no_grad():
+        table = id_model_from_artifact(sasrec_text_model).eval().item_vectors()[1:].float().numpy()
     return pd.DataFrame({"item_idx": np.arange(1, len(table) + 1, dtype=np.int64), "embedding": list(table)})
 
 
@@ -61,3 +73,34 @@ def score_sasrec(
     model = SASRec.from_artifact(sasrec_model).to(choose_device(training.device)).eval()
     return score_table(model, user_sequences, eval_candidates, exclude_seen=exclude_seen, batch_size=training.batch_size,
                        desc="sasrec", cache=score_cache)
+
+
+def embed_items(item_catalog: pd.DataFrame, llm_item_embedding_cache: ItemEmbeddingCache, backbone: dict,
+                llm_item_embeddings: dict) -> pd.DataFrame:
+    """``llm_item_embeddings``: every item's frozen-backbone vector, encoding only what the cache lacks."""
+    settings = validate_section(ItemEmbeddingParams, llm_item_embeddings)
+    loader = BackboneParams.model_validate(backbone).loader_kwargs()
+    loader.update(layers=None, dtype=encoding_dtype(settings, loader["dtype"], loader["device"]))
+    llm = load_backbone(**loader)
+    depth = settings.layer or llm.n_layers
+    return embed_catalog(llm, item_catalog, settings, llm_item_embedding_cache, [depth])[depth]
+
+
+def train_sasrec_text(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, llm_item_embeddings: pd.DataFrame,
+                      sasrec_text: dict, evaluation: dict) -> tuple[dict, pd.DataFrame]:
+    """``sasrec_text_model`` and ``sasrec_text_training_log`` (``training.id_model.train_sasrec_text``)."""
+    settings = validate_section(SASRecTextParams, sasrec_text)
+    exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
+    model, result = fit_sasrec_text(user_sequences, llm_item_embeddings, int(item_catalog["item_idx"].max()), settings,
+                                    exclude_seen)
+    return model.to_artifact(), training_log("sasrec_text", result.history)
+
+
+def score_sasrec_text(sasrec_text_model: dict, user_sequences: pd.DataFrame, eval_candidates: pd.DataFrame,
+                      score_cache: ScoreCache, sasrec_text: dict, evaluation: dict) -> pd.DataFrame:
+    """``sasrec_text_scores``, as ``score_sasrec``."""
+    training = validate_section(SASRecTextParams, sasrec_text).training
+    exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
+    model = id_model_from_artifact(sasrec_text_model).to(choose_device(training.device)).eval()
+    return score_table(model, user_sequences, eval_candidates, exclude_seen=exclude_seen, batch_size=training.batch_size,
+                       desc="sasrec_text", cache=score_cache)

@@ -17,44 +17,51 @@ from llm_seqrec.params import BITUNING_FAMILIES, BackboneParams, EvaluationParam
 from llm_seqrec.training.bituning import preference_tune_bituning, score_bituning, train_bituning
 
 
-def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec_model: dict,
+def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec_model: dict, sasrec_text_model: dict,
                 user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict, evaluation: dict,
                 backbone: dict, *, model: str, family: str = "laser") -> tuple[dict, pd.DataFrame]:
     """Model ``model`` of ``family`` trained in its two stages: its adapter and training log."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
     settings = {name: getattr(params, name) for name in LaserModelParams.model_fields}
-    return train_bituning(_backbone(backbone, params), model, user_sequences, item_catalog, sasrec_model, user_summaries,
+    id_model = _id_model(params, sasrec_model, sasrec_text_model)
+    return train_bituning(_backbone(backbone, params), model, user_sequences, item_catalog, id_model, user_summaries,
                           aligned_item_embeddings, **settings, exclude_seen=exclude_seen)
 
 
 def score_laser(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, eval_candidates: pd.DataFrame,
-                sasrec_model: dict, user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame,
-                score_cache: ScoreCache, laser: dict, evaluation: dict, backbone: dict, *, model: str,
+                sasrec_model: dict, sasrec_text_model: dict, user_summaries: pd.DataFrame,
+                aligned_item_embeddings: pd.DataFrame, score_cache: ScoreCache, laser: dict, evaluation: dict, backbone: dict, *, model: str,
                 family: str = "laser") -> pd.DataFrame:
     """``<model>_scores``: full ranking and sampled candidates, both splits, the LLM user sample."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     ev = EvaluationParams.model_validate(evaluation)
     return score_bituning(
-        adapter, _backbone(backbone, params), user_sequences, item_catalog, eval_candidates, sasrec_model,
-        user_summaries, aligned_item_embeddings, users=llm_user_sample(user_sequences, ev.llm_user_sample, ev.seed),
+        adapter, _backbone(backbone, params), user_sequences, item_catalog, eval_candidates,
+        _id_model(params, sasrec_model, sasrec_text_model), user_summaries, aligned_item_embeddings, users=llm_user_sample(user_sequences, ev.llm_user_sample, ev.seed),
         exclude_seen=ev.exclude_seen, item_batch_size=params.item_batch_size, score_batch_size=params.score_batch_size,
         progress=ev.progress, desc=model, cache=score_cache,
     )
 
 
 def preference_tune(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec_model: dict,
-                    user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict, evaluation: dict,
+                    sasrec_text_model: dict, user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, laser: dict, evaluation: dict,
                     backbone: dict, *, model: str, family: str = "fusion") -> tuple[dict, pd.DataFrame]:
     """``model`` (``fusion_dmpo``): the family's trained full model (``adapter``) tuned further by DMPO
     or S-DPO on its candidate head (``<family>.preference``); its adapter and training log."""
     family_params = BITUNING_FAMILIES[family].model_validate(laser)
     params = family_params.model(model)
     return preference_tune_bituning(
-        adapter, _backbone(backbone, params), model, user_sequences, item_catalog, sasrec_model, user_summaries,
+        adapter, _backbone(backbone, params), model, user_sequences, item_catalog,
+        _id_model(params, sasrec_model, sasrec_text_model), user_summaries,
         aligned_item_embeddings, preference=family_params.preference, item_batch_size=params.item_batch_size,
         score_batch_size=params.score_batch_size, exclude_seen=EvaluationParams.model_validate(evaluation).exclude_seen,
     )
+
+
+def _id_model(params: LaserModelParams, sasrec_model: dict, sasrec_text_model: dict) -> dict:
+    """The frozen ID model's artifact that ``id_model`` names (the adapter records its class and weights)."""
+    return {"sasrec": sasrec_model, "sasrec_text": sasrec_text_model}[params.id_model]
 
 
 def _backbone(backbone: dict, params: LaserModelParams) -> Backbone:

@@ -27,8 +27,8 @@ from llm_seqrec.pipelines import ABLATION
 from .nodes import preference_tune, score_laser, train_laser
 
 MODELS = LaserParams.models()
-UPSTREAM = ("user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries", "aligned_item_embeddings",
-            "score_cache")
+UPSTREAM = ("user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "sasrec_text_model", "user_summaries",
+            "aligned_item_embeddings", "score_cache")
 
 
 def create_variant_pipeline() -> Pipeline:
@@ -39,10 +39,11 @@ def create_family_pipeline(family: str) -> Pipeline:
     """The nodes of a Bi-Tuning family (``laser`` or ``fusion``) in its namespace."""
     models = BITUNING_FAMILIES[family].models()
     parameters = (f"params:{family}", "params:evaluation", "params:backbone")
-    training_inputs = ["user_sequences", "item_catalog", "sasrec_model", "user_summaries", "aligned_item_embeddings",
-                       *parameters]
-    scoring_inputs = ["user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "user_summaries",
-                      "aligned_item_embeddings", "score_cache", *parameters]
+    # Both frozen ID models are inputs (a Kedro pipeline cannot depend on a parameter): ``id_model`` picks one.
+    training_inputs = ["user_sequences", "item_catalog", "sasrec_model", "sasrec_text_model", "user_summaries",
+                       "aligned_item_embeddings", *parameters]
+    scoring_inputs = ["user_sequences", "item_catalog", "eval_candidates", "sasrec_model", "sasrec_text_model",
+                      "user_summaries", "aligned_item_embeddings", "score_cache", *parameters]
 
     def model_nodes(name: str, step: str, train, inputs: list[str], tags: set[str]) -> list[Node]:
         """Node ``<step>_<name>`` trains model ``name`` with ``train``; ``score_<name>`` scores it."""
