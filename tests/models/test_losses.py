@@ -114,3 +114,21 @@ def test_linear_cross_entropy_under_bf16_autocast_stays_close_and_returns_float3
     actual.backward()
     assert actual.dtype == hidden.grad.dtype == weight.grad.dtype == torch.float32
     torch.testing.assert_close(actual, expected, rtol=2e-2, atol=0)
+
+
+def test_linear_cross_entropy_with_bf16_matmuls_stays_close_and_returns_the_inputs_dtypes():
+    """The three matmuls alone in bf16 (log-softmax and sums float32): within bf16's rounding of the
+    whole-logits float32 loss and gradients, and not equal to it (the bf16 path did run)."""
+    generator = torch.Generator().manual_seed(5)
+    hidden = torch.randn(200, 32, generator=generator, requires_grad=True)
+    weight = (0.3 * torch.randn(500, 32, generator=generator)).requires_grad_()
+    targets = torch.randint(0, 500, (200,), generator=generator)
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    expected_grads = torch.autograd.grad(expected, [hidden, weight])
+    actual = linear_cross_entropy(hidden, weight, targets, 48, matmul_dtype=torch.bfloat16)
+    actual_grads = torch.autograd.grad(actual, [hidden, weight])
+    assert actual.dtype == actual_grads[0].dtype == actual_grads[1].dtype == torch.float32
+    torch.testing.assert_close(actual, expected, rtol=5e-3, atol=0)
+    assert actual.item() != expected.item()
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        assert ((a - e).norm() / e.norm()).item() < 2e-2

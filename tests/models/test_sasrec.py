@@ -10,6 +10,7 @@ from llm_seqrec.datasets import TorchWeightsDataset
 from llm_seqrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.models import SASRec, SASRecConfig
+from llm_seqrec.models.sasrec import Dropout
 from llm_seqrec.models.recommender import FullRanker, Queries
 
 N_ITEMS = 30
@@ -153,3 +154,41 @@ def test_chunked_loss_equals_the_whole_logits_cross_entropy_on_a_real_batch(amaz
     torch.testing.assert_close(chunked, before, rtol=1e-6, atol=0)
     for name, grad in expected.items():
         torch.testing.assert_close(actual[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def masked_attention_states(model: SASRec, item_seq: torch.Tensor) -> torch.Tensor:
+    """The states as the model computed them before rows were rotated: left-padded rows, attention under
+    a [B, 1, L, L] mask (causal, items never see padding, padding sees itself), the same weights."""
+    length, valid = item_seq.shape[1], item_seq != 0
+    x = model.item_embedding(item_seq) * model.config.hidden_size**0.5 + model.position_embedding(torch.arange(length - 1, -1, -1))
+    x = x * valid.unsqueeze(-1)
+    mask = (torch.ones(length, length, dtype=torch.bool).tril() & (valid.unsqueeze(1) | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
+    for block in model.blocks:
+        h, attention = block.attention_norm(x), block.attention
+        q, k, v = attention.qkv(h).view(*h.shape[:2], 3, attention.num_heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + attention.out(attended.transpose(1, 2).reshape(h.shape))
+        x = x + block.ffn(block.ffn_norm(x))
+    return model.final_norm(x) * valid.unsqueeze(-1)
+
+
+def test_rotated_causal_states_equal_the_masked_attention_ones_on_a_real_batch(amazon_sample):
+    interactions = pd.read_csv(amazon_sample / "interactions.csv").sort_values(["user_id", "timestamp"], kind="stable")
+    item_idx = {item: i + 1 for i, item in enumerate(sorted(interactions["item_id"].unique()))}
+    sequences = [[item_idx[i] for i in items] for items in interactions.groupby("user_id")["item_id"].agg(list)][:64]
+    inputs = left_pad(sequences, 30)
+    assert (inputs == 0).any() and (inputs != 0).all(1).any()  # rows with padding and rows without
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=len(item_idx), max_len=30, hidden_size=32, num_heads=2)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs), masked_attention_states(model, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales():
+    torch.manual_seed(0)
+    dropout, x = Dropout(0.2), torch.rand(200_000) + 1
+    out = dropout(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    torch.testing.assert_close(out[kept], x[kept] / 0.8)
+    assert torch.equal(dropout.eval()(x), x)

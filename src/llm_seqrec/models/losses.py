@@ -56,26 +56,34 @@ CHUNK_LOGITS = 2**20
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_rows: int | None = None) -> torch.Tensor:
+                         chunk_rows: int | None = None, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``F.cross_entropy(hidden @ weight.T, targets)`` (the mean over rows) without the whole
     ``[N, V]`` logits: each chunk of ``chunk_rows`` rows (default: ``CHUNK_LOGITS // V``) computes its
     logits, its log-sum-exp and, when a gradient is needed, its part of both gradients (softmax minus
     one-hot is all the backward pass needs), then frees them. The matmuls follow autocast (bf16 where
-    it is on); the log-sum-exp and the gradients accumulate in float32."""
+    it is on); the log-sum-exp and the gradients accumulate in float32.
+
+    ``matmul_dtype`` (e.g. ``torch.bfloat16``, where the CPU has AMX or AVX512-BF16) runs the three
+    matmuls alone in that dtype, whatever autocast says: the log-softmax, the softmax-minus-one-hot and
+    the sums over chunks stay float32, and the returned gradients have the inputs' dtypes."""
     if chunk_rows is None:
         chunk_rows = max(1, CHUNK_LOGITS // weight.shape[0])
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows, matmul_dtype)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
+                matmul_dtype: torch.dtype | None) -> torch.Tensor:
         n = hidden.shape[0]
         if n == 0:
             raise ValueError("linear_cross_entropy needs at least one row")
         grad_hidden = torch.empty_like(hidden, dtype=torch.float32) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        inputs_dtype = (hidden.dtype, weight.dtype)
+        if matmul_dtype is not None:
+            hidden, weight = hidden.to(matmul_dtype), weight.to(matmul_dtype)
         for start in range(0, n, chunk_rows):
             rows = hidden[start : start + chunk_rows]
             target = targets[start : start + chunk_rows].unsqueeze(1)
@@ -88,12 +96,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # the 1/n goes on the [rows, d] sides, which are far smaller than [rows, V].
             probs = log_probs.exp_()
             probs.scatter_add_(1, target, torch.full_like(target, -1, dtype=probs.dtype))
+            if matmul_dtype is not None:
+                probs = probs.to(matmul_dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_rows] = (probs @ weight).div_(n)
             if grad_weight is not None:
                 grad_weight += probs.T @ (rows / n)
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.input_dtypes = (hidden.dtype, weight.dtype)
+        ctx.input_dtypes = inputs_dtype
         return total / n
 
     @staticmethod
@@ -103,6 +113,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (
             None if grad_hidden is None else (grad_hidden * grad_output).to(hidden_dtype),
             None if grad_weight is None else (grad_weight * grad_output).to(weight_dtype),
+            None,
             None,
             None,
         )

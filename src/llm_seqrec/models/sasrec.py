@@ -1,9 +1,12 @@
 """SASRec (Kang & McAuley, ICDM 2018): a causal transformer over a user's item sequence.
 
 Sequences are left-padded with item 0, so the most recent item is always the last column. Positions
-are counted back from that last column, which makes every state independent of how much padding
-precedes the sequence (a batch may be cut to its longest member). Output scores use the item
-embedding table itself (tied), so an item's ID embedding and its output vector are one and the same.
+are counted back from the most recent item, which makes every state independent of how much padding
+precedes the sequence (a batch may be cut to its longest member). Inside ``forward`` each row is
+rotated so that its items come first and its padding last: plain causal attention (``is_causal``, no
+mask tensor) then keeps every item's state off the padding, and the states are rotated back. Output
+scores use the item embedding table itself (tied, ``item_vectors``), so an item's ID embedding and its
+output vector are one and the same.
 As a ``FullRanker`` it scores every item for users' histories (their last ``max_len`` items).
 
 ``SASRecArchitecture`` is the model's shape, defined once: ``SASRecConfig`` adds the catalogue size
@@ -66,6 +69,18 @@ class SASRecConfig(SASRecArchitecture):
         return cls(**data)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with its keep mask drawn as random 31-bit integers against p·2³¹: the same
+    Bernoulli(1 - p) mask (to 2⁻³¹; ``F.dropout`` draws float32, to 2⁻²⁴) from another random stream,
+    1.6x faster forward and backward on CPU, where ``bernoulli_`` was a quarter of a training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x, dtype=torch.int32).random_() >= int(self.p * 2**31)
+        return x * keep * (1 / (1 - self.p))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -74,11 +89,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
         return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
 
@@ -94,13 +109,13 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(hidden_size, hidden_size),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden_size, hidden_size),
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x)))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -113,7 +128,7 @@ class SASRec(nn.Module):
         d = config.hidden_size
         self.item_embedding = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)
         self.position_embedding = nn.Embedding(config.max_len, d)
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             Block(d, config.num_heads, config.dropout, config.attention_dropout) for _ in range(config.num_blocks)
         )
@@ -131,18 +146,21 @@ class SASRec(nn.Module):
         length = item_seq.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len={self.config.max_len}")
-        valid = item_seq != PAD
-        positions = torch.arange(length - 1, -1, -1, device=item_seq.device)
-        x = F.embedding(item_seq, self.item_vectors(), padding_idx=PAD) * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
+        # Each row rotated left by its padding: items first (oldest to newest), padding last, so causal
+        # attention alone keeps items off padding; padding positions are zeroed and their states unused.
+        columns = torch.arange(length, device=item_seq.device)
+        n_real = (item_seq != PAD).sum(1, keepdim=True)
+        shift = length - n_real
+        item_seq = item_seq.gather(1, (columns + shift) % length)
+        valid = columns < n_real
+        positions = (n_real - 1 - columns).clamp_(min=0)  # counted back from the most recent item
+        x = F.embedding(item_seq, self.item_vectors(), padding_idx=PAD) * math.sqrt(self.config.hidden_size) \
+            + self.position_embedding(positions)
         x = self.embedding_dropout(x * valid.unsqueeze(-1))
-        # Causal, and real positions never see padding; a padding position sees itself only, so that
-        # no attention row is empty (its output is discarded anyway).
-        causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
-        eye = torch.eye(length, dtype=torch.bool, device=item_seq.device)
-        mask = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)
         for block in self.blocks:
-            x = block(x, mask)
-        return self.final_norm(x) * valid.unsqueeze(-1)
+            x = block(x)
+        x = self.final_norm(x) * valid.unsqueeze(-1)
+        return x.gather(1, ((columns - shift) % length).unsqueeze(-1).expand_as(x))
 
     def user_state(self, item_seq: torch.Tensor) -> torch.Tensor:
         """The state after the most recent item (last column), ``[B, d]``: the user's next-item query."""
@@ -170,20 +188,22 @@ class SASRec(nn.Module):
         """Its shape and weights (a small model: hashing them is cheap)."""
         return scorer_fingerprint("SASRec", config=self.config.to_dict(), weights=self.state_dict())
 
-    def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, item_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None,
+             matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Next-item cross-entropy over every item at each position whose target is not padding: those
         positions are gathered first, then scored against the item table chunk by chunk
         (``linear_cross_entropy``), so the ``[batch, length, items]`` logits are never formed.
 
         With ``negatives`` (item ids ``[S]``, shared by the batch) it is sampled softmax against those
         instead of all items; a negative that equals a position's target is masked out there.
+        ``matmul_dtype`` is ``linear_cross_entropy``'s (the full cross-entropy's matmuls alone in bf16).
         """
         keep = targets != PAD
         hidden = self.forward(item_seq)[keep]
         targets = targets[keep]
         items = self.item_vectors()
         if negatives is None:
-            return linear_cross_entropy(hidden, items[1:], targets - 1)
+            return linear_cross_entropy(hidden, items[1:], targets - 1, matmul_dtype=matmul_dtype)
         positive = (hidden * F.embedding(targets, items)).sum(-1, keepdim=True)
         negative = hidden @ F.embedding(negatives, items).T
         negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))

@@ -22,11 +22,12 @@ from llm_seqrec.data.fingerprint import data_fingerprint, weights_fingerprint
 from llm_seqrec.data.padding import left_pad
 from llm_seqrec.data.schema import PAD
 from llm_seqrec.evaluation.scoring import validation_metric
+from llm_seqrec.llm.device import choose_device, cpu_has_fast_bf16, dtype_name
 from llm_seqrec.llm.item_embeddings import embedding_matrix
 from llm_seqrec.models.sasrec import SASRec, SASRecArchitecture, SASRecConfig
 from llm_seqrec.models.sasrec_text import SASRecText, SASRecTextConfig, TextFusion
 from llm_seqrec.training.config import TrainingConfig
-from llm_seqrec.training.loop import FitResult, fit
+from llm_seqrec.training.loop import FitResult, fit, training_dtype
 from llm_seqrec.training.state import seed_everything
 
 
@@ -40,6 +41,11 @@ class SASRecSettings(SASRecArchitecture):
     # epoch's shuffled users are sorted by length within windows of this many batches, and the batches
     # are shuffled. None = plain shuffled batches.
     bucket_window: Annotated[int, Ge(1)] | None = None
+    # The full cross-entropy's three matmuls (states x items, and its two gradients) alone in this dtype;
+    # the log-softmax, the gradients' sums and the rest of the step stay float32 (``training.precision``
+    # is the whole step's autocast). auto = bfloat16 where the device computes it natively (a CPU with
+    # AVX512-BF16 or AMX included), else float32.
+    output_matmul: Literal["float32", "bfloat16", "auto"] = "float32"
     training: TrainingConfig = TrainingConfig()
 
 
@@ -54,6 +60,15 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, window: int 
     for part in order.split(window * batch_size):
         batches += part[torch.argsort(lengths[part], stable=True)].split(batch_size)
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+def output_matmul_dtype(device: torch.device, requested: str) -> torch.dtype:
+    """``SASRecSettings.output_matmul`` on ``device``: ``auto`` is bfloat16 where it is native (a GPU
+    with bf16, a CPU with AVX512-BF16 or AMX: there the output layer's matmuls run 3x faster), else float32."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    native = cpu_has_fast_bf16() if device.type == "cpu" else training_dtype(device, "auto") == torch.bfloat16
+    return torch.bfloat16 if native else torch.float32
 
 
 def eval_user_sample(user_sequences: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -87,6 +102,8 @@ def train_sasrec(
     lengths = (inputs != PAD).sum(1)
     positions_per_batch = float(lengths.sum()) / math.ceil(len(inputs) / training.batch_size)
     n_negatives = settings.n_sampled_negatives if settings.loss == "sampled_softmax" else None
+    output_dtype = output_matmul_dtype(choose_device(training.device), settings.output_matmul)
+    matmul_dtype = None if output_dtype == torch.float32 else output_dtype
 
     def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict]:
         for rows in length_bucketed_batches(lengths, training.batch_size, settings.bucket_window, generator):
@@ -102,13 +119,14 @@ def train_sasrec(
         return validation_metric(model, valid, exclude_seen=exclude_seen, batch_size=training.batch_size)
 
     def loss_fn(model: SASRec, batch: dict) -> torch.Tensor:
-        return model.loss(**batch) * ((batch["targets"] != PAD).sum() / positions_per_batch)
+        return model.loss(**batch, matmul_dtype=matmul_dtype) * ((batch["targets"] != PAD).sum() / positions_per_batch)
 
     run_config = {
         "model": model.config.to_dict(),
         "loss": settings.loss,
         "n_sampled_negatives": n_negatives,
         "bucket_window": settings.bucket_window,
+        "output_matmul": dtype_name(output_dtype),
         "exclude_seen": exclude_seen,
         "data": data_fingerprint(inputs, targets, valid["user_idx"].to_numpy(), valid["valid_target"].to_numpy()),
     }
