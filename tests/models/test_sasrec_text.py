@@ -61,11 +61,11 @@ def test_id_dropout_drops_rows_only_in_training():
 
 
 def test_text_carries_items_whose_ids_carry_nothing():
-    """480 items in 8 groups; a user's items all lie in one group, each item in about three users' histories, so
+    """960 items in 8 groups; a user's items all lie in one group, each item in one or two users' histories, so
     an ID says next to nothing about its group, which shows only in the text vectors (a noisy group direction).
     The next item is any item of the user's group: sasrec_text ranks the group by its text, SASRec nearly blind."""
     rng = np.random.default_rng(0)
-    groups, per_group, text_dim = 8, 60, 32
+    groups, per_group, text_dim = 8, 120, 32
     n_items = groups * per_group
     group_of = np.repeat(np.arange(groups), per_group)
     directions = rng.normal(size=(groups, text_dim))
@@ -87,6 +87,6 @@ def test_text_carries_items_whose_ids_carry_nothing():
 
     plain, _ = train_sasrec(users, n_items, SASRecSettings(**shape, training=training), exclude_seen=True)
     text, _ = train_sasrec_text(users, table, n_items, SASRecTextSettings(**shape, training=training), exclude_seen=True)
-    chance = 10 / (n_items - 5)  # the group's share would be 10 / 55
+    chance = 10 / (n_items - 5)  # the group's share would be 10 / 115
     assert test_hr(text) > 4 * chance
     assert test_hr(text) > 2 * test_hr(plain)
