@@ -98,7 +98,7 @@ def _curve(ax, model: str, rows: pd.DataFrame) -> None:
     if validated.empty:
         ax.text(0.5, 0.5, "no validation", ha="center", va="center", transform=ax.transAxes, color="grey")
     else:
-        ax.plot(validated["x"], validated["metric"], color="tab:blue", linewidth=1.2)
+        ax.plot(validated["x"], validated["metric"], color="tab:blue", linewidth=1.2, label="validation")
         within = validated[~validated["epoch_end"]]
         ends = validated[validated["epoch_end"]]
         ax.plot(within["x"], within["metric"], ".", color="tab:blue", markersize=4)
@@ -116,7 +116,7 @@ def _curve(ax, model: str, rows: pd.DataFrame) -> None:
     loss = rows[rows["loss"].notna()]
     if not loss.empty:
         twin = ax.twinx()
-        twin.plot(loss["x"], loss["loss"], "--", color="grey", linewidth=0.9)
+        twin.plot(loss["x"], loss["loss"], "x--", color="grey", linewidth=0.9, markersize=3)
         twin.set_ylabel("training loss (grey)", fontsize=7, color="grey")
         twin.tick_params(labelsize=6, colors="grey")
 
