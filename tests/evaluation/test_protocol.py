@@ -13,6 +13,7 @@ from llm_seqrec.evaluation.protocol import (
     llm_user_sample,
     metrics_table,
     sampled_rows,
+    score_frame,
 )
 
 N_ITEMS = 6
@@ -174,3 +175,16 @@ def test_the_cold_item_slice_is_the_test_users_whose_target_has_few_training_int
     test = everyone[(everyone.split == "test") & everyone.user_idx.isin([2, 3, 4])]
     mrr = rows.loc[rows.metric == "mrr", "value"].item()
     assert mrr == pytest.approx(float((1 / (test["rank"] + 1)).mean()))
+
+
+def test_every_metric_row_carries_its_standard_error_over_users():
+    users = np.arange(1, 5)
+    table = score_frame(users, "test", "full", [0.0, 1.0, 3.0, 12.0], [100] * 4)
+    metrics = metrics_table({"m": table}, "ml-1m", [1, 10], {"all": users}).set_index("metric")
+    # HR@10 per user: 1, 1, 1, 0 -> mean 0.75, sd sqrt((3 * 0.25**2 + 0.75**2) / 3) = 0.5, se 0.5 / sqrt(4).
+    assert metrics.loc["hr@10", "value"] == 0.75 and metrics.loc["hr@10", "std_error"] == pytest.approx(0.25)
+    mrr = np.array([1, 1 / 2, 1 / 4, 1 / 13])
+    hand = np.sqrt(((mrr - mrr.mean()) ** 2).sum() / 3) / 2
+    assert metrics.loc["mrr", "std_error"] == pytest.approx(hand)
+    one = metrics_table({"m": table.head(1)}, "ml-1m", [1], {"all": users[:1]})
+    assert one["std_error"].isna().all()  # one user: no spread to estimate

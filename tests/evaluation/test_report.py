@@ -2,15 +2,10 @@ import html
 
 import pandas as pd
 
+from llm_seqrec.evaluation.example_users import example_users_markdown
+from llm_seqrec.evaluation.figures import metrics_figure
 from llm_seqrec.evaluation.protocol import METRIC_COLUMNS
-from llm_seqrec.evaluation.report import (
-    COST_COLUMNS,
-    example_users_markdown,
-    metrics_figure,
-    metrics_html,
-    metrics_markdown,
-    training_cost,
-)
+from llm_seqrec.evaluation.report import COST_COLUMNS, metrics_html, metrics_markdown, training_cost
 from llm_seqrec.training import training_log
 
 NO_COST = pd.DataFrame(columns=COST_COLUMNS)
@@ -26,12 +21,12 @@ def metrics() -> pd.DataFrame:
                 rows += [("ml-1m", model, "sampled", split, m, 0.2, users, n) for m in sampled]
     for split in ("valid", "test"):
         rows += [("ml-1m", "llm_zeroshot", "sampled", split, m, 0.3, "sample8", 8) for m in ("hr@1", "auc")]
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS[:-1]).assign(backbone_dtype=lambda m: m["model"].map({"llm_zeroshot": "bfloat16"}).fillna(""))
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS[:-2]).assign(backbone_dtype=lambda m: m["model"].map({"llm_zeroshot": "bfloat16"}).fillna(""))
 
 
 def test_markdown_names_dataset_protocol_split_and_users_of_every_table():
     text = metrics_markdown(metrics(), NO_COST, exclude_seen=False, n_negatives=20)
-    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    headings = [line for line in text.splitlines() if line.startswith("## ml-1m · ")]
     assert len(headings) == 8  # 2 protocols x 2 splits x 2 user sets
     assert all("ml-1m" in h and " split" in h and "ranking" in h and "n = " in h for h in headings)
     assert headings[0] == "## ml-1m · full ranking · valid split · all users (n = 300)"
@@ -50,7 +45,7 @@ def test_figure_panels_use_the_largest_user_set_every_model_is_reported_on():
     # Full ranking: only pop and sasrec, both on all users. Sampled: the LLM model joins on its sample.
     assert "all users (n = 300)" in axes[0].get_title() and "all users" in axes[1].get_title()
     assert "'sample8' (n = 8)" in axes[2].get_title()
-    assert [t.get_text() for t in axes[2].get_xticklabels()] == ["pop", "sasrec", "llm_zeroshot"]
+    assert [t.get_text() for t in axes[2].get_yticklabels()] == ["pop", "sasrec", "llm_zeroshot"]
 
 
 def test_example_users_show_history_target_and_each_models_top_items():

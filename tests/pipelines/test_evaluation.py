@@ -56,6 +56,11 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     table = (data / "08_reporting" / "metrics.md").read_text()
     assert "## amazon-scientific · sampled ranking · test split · seeded user sample" in table
     assert (data / "08_reporting" / "metrics.png").stat().st_size > 0
+    assert metrics["std_error"].notna().all() and (metrics["std_error"] >= 0).all()
+    paired = pd.read_csv(data / "08_reporting" / "paired_tests.csv")
+    assert set(paired["baseline"]) == {"sasrec"} and set(paired["model"]) == {"pop", "llm_zeroshot"}
+    assert paired["p_value"].between(0, 1).all() and "paired tests" in table
+    assert (data / "08_reporting" / "amazon-scientific" / "learning_curves.png").stat().st_size > 0
     assert (data / "08_reporting" / "metrics.html").read_text().count("<h2>") == table.count("\n## ")
 
 

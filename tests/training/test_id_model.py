@@ -70,3 +70,16 @@ def test_length_bucketed_batches_hold_every_row_once_with_similar_lengths_in_a_b
     again = length_bucketed_batches(lengths, 32, 4, torch.Generator().manual_seed(2))
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))  # the generator decides
     assert torch.equal(torch.cat(plain), torch.randperm(1000, generator=torch.Generator().manual_seed(2)))
+
+
+def test_sasrec_counts_users_and_validates_inside_epochs_where_configured():
+    users = successor_users(64)
+    model, result = train_sasrec(users, N_ITEMS, settings(epochs=3, eval_users=32, validate_every_examples=20))
+    assert [r["examples_seen"] for r in result.history] == [64, 128, 192]  # a SASRec example is a user's sequence
+    for epoch, record in enumerate(result.history):
+        points = [p["examples_seen"] for p in record["within_epoch"]]
+        assert len(points) >= 2 and all(64 * epoch + 20 <= p < 64 * (epoch + 1) for p in points)
+    # Wherever the best point was, the model holds its weights.
+    model.eval()
+    valid = eval_user_sample(users, 32, 42)
+    assert validation_metric(model, valid, batch_size=16) == pytest.approx(result.best_metric, abs=1e-12)

@@ -306,3 +306,78 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monke
     assert training_dtype(torch.device("cpu"), "float32") == torch.float32
     monkeypatch.setattr(loop, "choose_dtype", capability(torch.float16))  # a GPU without bf16: no fp16 autocast
     assert training_dtype(torch.device("cuda"), "auto") == torch.float32
+
+
+def test_batch_examples_counts_rows_users_and_prompts():
+    assert loop.batch_examples((torch.zeros(5, 3), torch.zeros(5))) == 5  # aligned tensors
+    assert loop.batch_examples({"item_seq": torch.zeros(7, 50), "negatives": torch.zeros(100)}) == 7  # SASRec: users
+    assert loop.batch_examples([{"prompt": [1, 2]}, {"prompt": [3]}]) == 2  # LoRA trainers: prompts
+    with pytest.raises(TypeError, match="cannot count"):
+        loop.batch_examples("not a batch")
+
+
+def test_validation_inside_epochs_where_configured():
+    # 32 examples in batches of 8: past 10 after the 2nd batch, past 20 after the 3rd; past 30 only after
+    # the last, where the epoch end validates instead.
+    calls = []
+    result = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: calls.append(1) or float(len(calls)),
+                 training_params(epochs=2, validate_every_examples=10), "within")
+    assert len(calls) == 6
+    assert [r["examples_seen"] for r in result.history] == [32, 64]
+    assert [[p["examples_seen"] for p in r["within_epoch"]] for r in result.history] == [[16, 24], [48, 56]]
+    assert [[p["metric"] for p in r["within_epoch"]] for r in result.history] == [[1.0, 2.0], [4.0, 5.0]]
+    assert [r["metric"] for r in result.history] == [3.0, 6.0]
+    log = training_log("within", result.history)
+    assert log["examples_seen"].tolist() == [16, 24, 32, 48, 56, 64]
+    assert log["epoch_end"].tolist() == [False, False, True, False, False, True]
+    assert log["epoch"].tolist() == [1, 1, 1, 2, 2, 2] and log["metric"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert log["seconds"].isna().tolist() == [True, True, False, True, True, False]
+
+
+def test_default_validates_at_epoch_ends_only_and_counts_examples():
+    calls = []
+    result = fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), lambda m: calls.append(1) or 0.0,
+                 training_params(epochs=3), "default")
+    assert len(calls) == 3 and all(r["within_epoch"] == [] for r in result.history)
+    assert [r["examples_seen"] for r in result.history] == [32, 64, 96]
+    assert training_log("default", result.history)["epoch_end"].all()
+
+
+def test_a_best_point_inside_an_epoch_gives_the_weights_and_patience_counts_from_its_epoch():
+    # Per epoch: points after 16 and 24 examples, then the epoch end; the best is epoch 1's second point.
+    metrics = iter([0.1, 0.9, 0.2, 0.3, 0.4, 0.5, 0.6])
+    model = nn.Linear(FEATURES, 1)
+    weights = []
+
+    def validate(m: nn.Module) -> float:
+        weights.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(metrics)
+
+    result = fit(model, mse, shuffled_batches(8), validate,
+                 training_params(epochs=10, patience=1, validate_every_examples=10), "best_within")
+    assert (result.best_metric, result.best_epoch) == (0.9, 1)
+    assert [r["epoch"] for r in result.history] == [1, 2]  # epoch 2 ends 1 epoch after the best's epoch
+    assert result.history[-1]["stopped_by"] == "patience"
+    for key, value in weights[1].items():
+        assert torch.equal(result.best_state_dict[key], value) and torch.equal(model.state_dict()[key], value)
+    assert not torch.equal(weights[2]["weight"], weights[1]["weight"])
+
+
+def test_resume_with_validation_inside_epochs_equals_an_uninterrupted_run(tmp_path):
+    params = training_params(epochs=4, patience=10, validate_every_examples=12)
+    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "resume_within")
+    checkpointed = replace(params, checkpoint_dir=tmp_path)
+    with pytest.raises(Interrupt):
+        fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume_within",
+            on_epoch_end=interrupt_after(2))
+    resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume_within")
+    assert_same_result(resumed, expected)
+    assert [r["examples_seen"] for r in resumed.history] == [32, 64, 96, 128]
+
+
+def test_an_unset_newer_setting_stays_out_of_the_checkpoint(tmp_path):
+    # So checkpoints written before validate_every_examples existed still match and resume.
+    fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), negative_mse, training_params(epochs=1, checkpoint_dir=tmp_path),
+        "older")
+    saved = torch.load(tmp_path / "older.pt", weights_only=True)
+    assert "validate_every_examples" not in saved["config"]["training"] and "eval_every" in saved["config"]["training"]

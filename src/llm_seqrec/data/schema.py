@@ -36,8 +36,11 @@ ITEM_COLUMNS = ["item_idx", "item_id", "title", "text"]
 SEQUENCE_COLUMNS = ["user_idx", "user_id", "train_items", "valid_target", "test_target"]
 CANDIDATE_COLUMNS = ["user_idx", "split", "candidates"]
 SCORE_COLUMNS = ["user_idx", "split", "protocol", "rank", "n_ranked", "top_items", "candidate_scores"]
+# One row per epoch end (epoch_end true) and per validation inside an epoch (false: loss is the epoch's
+# mean so far; seconds, memory and stopped_by empty); examples_seen: the fit's training examples so far.
 TRAINING_LOG_COLUMNS = ["model", "stage", "epoch", "loss", "metric", "seconds",
-                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype"]
+                        "trainable_parameters", "peak_rss_mb", "peak_cuda_mb", "stopped_by", "backbone_dtype",
+                        "examples_seen", "epoch_end"]
 
 
 def split_input(train_items: Sequence[int], valid_target: int, split: str) -> list[int]:

@@ -34,25 +34,37 @@ def exclude_items(scores: torch.Tensor, excluded: Sequence[Sequence[int]], keep:
     return scores
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int], protocol: str, n_ranked: np.ndarray | None = None) -> dict[str, float]:
-    """Mean metrics over users. Full: HR@K, NDCG@K for every K, MRR. Sampled: HR@1, NDCG@5, MRR, AUC."""
+def per_user_metrics(ranks: np.ndarray, ks: Sequence[int], protocol: str, n_ranked: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each user's metric values (float64 arrays in ``ranks``' order). Full: HR@K, NDCG@K for every K,
+    MRR. Sampled: HR@1, NDCG@5, AUC, MRR."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         raise ValueError("no ranks to compute metrics from")
     gains = 1.0 / np.log2(ranks + 2.0)
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     if protocol == "full":
         for k in ks:
             hit = ranks < k
-            out[f"hr@{k}"] = float(hit.mean())
-            out[f"ndcg@{k}"] = float((hit * gains).mean())
+            out[f"hr@{k}"] = hit.astype(np.float64)
+            out[f"ndcg@{k}"] = hit * gains
     elif protocol == "sampled":
-        out["hr@1"] = float((ranks < 1).mean())
-        out["ndcg@5"] = float(((ranks < 5) * gains).mean())
+        out["hr@1"] = (ranks < 1).astype(np.float64)
+        out["ndcg@5"] = (ranks < 5) * gains
         if n_ranked is None:
             raise ValueError("the sampled protocol needs n_ranked (candidates per user) for AUC")
-        out["auc"] = float((1.0 - ranks / (np.asarray(n_ranked, dtype=np.float64) - 1)).mean())
+        out["auc"] = 1.0 - ranks / (np.asarray(n_ranked, dtype=np.float64) - 1)
     else:
         raise ValueError(f"protocol must be 'full' or 'sampled', got {protocol!r}")
-    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    out["mrr"] = 1.0 / (ranks + 1.0)
     return out
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int], protocol: str, n_ranked: np.ndarray | None = None) -> dict[str, float]:
+    """Mean metrics over users (``per_user_metrics``)."""
+    return {name: float(values.mean()) for name, values in per_user_metrics(ranks, ks, protocol, n_ranked).items()}
+
+
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of ``values``' mean: sample standard deviation / sqrt(n); NaN for one value."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")

@@ -15,12 +15,15 @@ import pandas as pd
 import torch
 
 from llm_seqrec.data.schema import PAD, SCORE_COLUMNS, split_inputs
-from llm_seqrec.evaluation.metrics import exclude_items, metrics_from_ranks, target_ranks
+from llm_seqrec.evaluation.metrics import exclude_items, per_user_metrics, standard_error, target_ranks
 
 TOP_K = 20  # items kept per user in ``top_items`` (full protocol)
 # ``backbone_dtype``: the dtype the frozen LLM scored in (a score table's column of that name), empty for
 # a model without an LLM; bf16 and float32 rank differently (benchmarks/bench_dtype.py).
-METRIC_COLUMNS = ["dataset", "model", "protocol", "split", "metric", "value", "users", "n_users", "backbone_dtype"]
+# ``std_error``: the standard error of ``value`` over the users (sample sd / sqrt(n_users)); last, so
+# readers of the older columns keep working.
+METRIC_COLUMNS = ["dataset", "model", "protocol", "split", "metric", "value", "users", "n_users", "backbone_dtype",
+                  "std_error"]
 ALL_USERS = "all"
 
 ScoreFn = Callable[[list[list[int]]], torch.Tensor]
@@ -155,19 +158,10 @@ def sampled_rows(candidate_scores: Sequence[Sequence[float]], eval_candidates: p
     )
 
 
-def metrics_table(
-    score_tables: Mapping[str, pd.DataFrame],
-    dataset_name: str,
-    ks: Sequence[int],
-    user_samples: Mapping[str, Collection[int]],
-) -> pd.DataFrame:
-    """Long-form metrics: ``dataset,model,protocol,split,metric,value`` then ``users,n_users,backbone_dtype``.
-
-    Each model's (protocol, split) rows are reported on every named user set in ``user_samples``
-    that the model scored completely; a model that covers none of them is an error (its numbers
-    would compare with nothing).
-    """
-    rows = []
+def reported_rows(score_tables: Mapping[str, pd.DataFrame], user_samples: Mapping[str, Collection[int]]):
+    """(model, backbone dtype, protocol, split, user set label, its score rows) for every
+    named user set in ``user_samples`` that the model scored completely on (protocol, split); a model
+    that covers none of them is an error (its numbers would compare with nothing)."""
     for model, table in score_tables.items():
         dtype = ",".join(sorted(set(table["backbone_dtype"]))) if "backbone_dtype" in table.columns else ""
         for (protocol, split), group in table.groupby(["protocol", "split"], sort=True):
@@ -181,12 +175,25 @@ def metrics_table(
                     f"evaluated user sets {sorted(user_samples)}: re-run the stage that makes it"
                 )
             for label, users in covered.items():
-                chosen = group[group["user_idx"].isin(users)]
-                values = metrics_from_ranks(chosen["rank"].to_numpy(), ks, protocol, chosen["n_ranked"].to_numpy())
-                rows.extend(
-                    (dataset_name, model, protocol, split, metric, value, label, len(chosen), dtype)
-                    for metric, value in values.items()
-                )
+                yield model, dtype, protocol, split, label, group[group["user_idx"].isin(users)]
+
+
+def metrics_table(
+    score_tables: Mapping[str, pd.DataFrame],
+    dataset_name: str,
+    ks: Sequence[int],
+    user_samples: Mapping[str, Collection[int]],
+) -> pd.DataFrame:
+    """Long-form metrics: ``dataset,model,protocol,split,metric,value`` then ``users,n_users,backbone_dtype``
+    and ``std_error`` (of the mean over the users), on every user set of ``reported_rows``."""
+    rows = []
+    for model, dtype, protocol, split, label, chosen in reported_rows(score_tables, user_samples):
+        values = per_user_metrics(chosen["rank"].to_numpy(), ks, protocol, chosen["n_ranked"].to_numpy())
+        rows.extend(
+            (dataset_name, model, protocol, split, metric, float(per_user.mean()), label, len(chosen), dtype,
+             standard_error(per_user))
+            for metric, per_user in values.items()
+        )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

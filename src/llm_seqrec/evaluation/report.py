@@ -1,23 +1,23 @@
-"""The human-readable views of ``metrics``: markdown tables, a comparison figure, example users."""
+"""The human-readable views of ``metrics``: markdown and HTML tables (metrics with their standard errors,
+paired tests, training cost, the learning curves). Figures: ``figures.py``; example users: ``example_users.py``."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from llm_seqrec.data.schema import PROTOCOLS, SPLITS, TRAINING_LOG_COLUMNS, split_input
+from llm_seqrec.data.schema import PROTOCOLS, SPLITS, TRAINING_LOG_COLUMNS
 from llm_seqrec.evaluation.protocol import ALL_USERS, COLD_ITEM_MAX_INTERACTIONS, COLD_ITEMS
 
 PROTOCOL_NAMES = {"full": "full ranking", "sampled": "sampled ranking"}
-PLOTTED = [("full", "ndcg@10"), ("full", "hr@10"), ("sampled", "hr@1")]
 
 
-def _users_name(label: str, n_users: int) -> str:
+def users_name(label: str, n_users: int) -> str:
     if label == COLD_ITEMS:
         return f"cold items: users whose target has at most {COLD_ITEM_MAX_INTERACTIONS} training interactions (n = {n_users})"
     return f"all users (n = {n_users})" if label == ALL_USERS else f"seeded user sample '{label}' (n = {n_users})"
@@ -62,20 +62,30 @@ def _dtype_lines(metrics: pd.DataFrame) -> list[str]:
 
 
 def _tables(metrics: pd.DataFrame):
-    """(heading, models x metrics table) per dataset / protocol / split / user set, in reading order."""
+    """(heading, models x metrics table of values, the same of standard errors: NaN where unknown) per
+    dataset / protocol / split / user set, in reading order."""
+    if "std_error" not in metrics:
+        metrics = metrics.assign(std_error=np.nan)
     for (dataset, protocol, split, users), group in _groups(metrics):
-        table = group.pivot_table(index="model", columns="metric", values="value", sort=False)
-        table = table.loc[list(dict.fromkeys(group["model"])), list(dict.fromkeys(group["metric"]))]
+        order = list(dict.fromkeys(group["model"])), list(dict.fromkeys(group["metric"]))
+        table, errors = (group.pivot_table(index="model", columns="metric", values=column, sort=False, dropna=False)
+                         .reindex(index=order[0], columns=order[1]) for column in ("value", "std_error"))
         n_users = int(group["n_users"].iloc[0])
-        yield f"{dataset} · {PROTOCOL_NAMES[protocol]} · {split} split · {_users_name(users, n_users)}", table
+        yield f"{dataset} · {PROTOCOL_NAMES[protocol]} · {split} split · {users_name(users, n_users)}", table, errors
 
 
-def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
-    """One table per dataset / protocol / split / user set (models as rows, metrics as columns), then
-    the training cost per data set."""
+def _value(value: float, error: float) -> str:
+    return f"{value:.4f}" if pd.isna(error) else f"{value:.4f} ± {error:.4f}"
+
+
+def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int,
+                     paired: pd.DataFrame | None = None) -> str:
+    """One table per dataset / protocol / split / user set (models as rows, metrics as columns, each
+    value ± its standard error), the paired tests (``paired.paired_tests``) of the test split, then per
+    data set its learning curves (``<dataset>/learning_curves.png``) and training cost."""
     intro = _intro(metrics, exclude_seen, n_negatives)
     lines = ["# Evaluation", "", intro[0], *(f"- {line}" for line in intro[1:])]
-    for heading, table in _tables(metrics):
+    for heading, table, errors in _tables(metrics):
         lines += [
             "",
             f"## {heading}",
@@ -83,7 +93,15 @@ def metrics_markdown(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bo
             "| model | " + " | ".join(table.columns) + " |",
             "|---|" + "---:|" * len(table.columns),
         ]
-        lines += [f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for model, row in table.iterrows()]
+        lines += [f"| {model} | " + " | ".join(_value(v, e) for v, e in zip(row, errors.loc[model], strict=True)) + " |"
+                  for model, row in table.iterrows()]
+    for heading, table in paired_tables(paired):
+        lines += ["", f"## {heading}", "", PAIRED_NOTE, "", "| " + " | ".join(table.columns) + " |",
+                  "|---|---|---|" + "---:|" * (len(table.columns) - 3)]
+        lines += ["| " + " | ".join(row) + " |" for row in table.itertuples(index=False)]
+    for dataset in dict.fromkeys(metrics["dataset"]):
+        lines += ["", f"## {dataset}: learning curves", "", CURVES_NOTE, "",
+                  f"![{dataset} learning curves]({dataset}/learning_curves.png)"]
     for dataset, table in _cost_tables(cost):
         lines += ["", f"## {dataset}: training cost", "", COST_NOTE, "",
                   "| model | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
@@ -103,6 +121,11 @@ COST_NOTE = ("Training only (scoring excluded); minutes sum every epoch, validat
 STOPPED_BY = {"patience": "patience", "epoch_cap": "epoch cap", "time_budget": "TIME BUDGET (still improving)"}
 
 
+def epoch_ends(log: pd.DataFrame) -> pd.Series:
+    """Which rows of a training log end an epoch (all of a log written before ``epoch_end`` existed)."""
+    return log["epoch_end"].astype("boolean").fillna(True).astype(bool)
+
+
 def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per trained model: trainable parameters, epochs, minutes and peak memory, from the training logs
     (a log with several models, as the few-shot sweep's, gives a row for each)."""
@@ -115,7 +138,7 @@ def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd
                 "dataset": dataset,
                 "model": model,
                 "trainable_parameters": epochs["trainable_parameters"].max(),
-                "epochs": len(epochs),
+                "epochs": int(epoch_ends(epochs).sum()),  # not the points inside epochs
                 "stopped_by": epochs["stopped_by"].dropna().iloc[-1] if epochs["stopped_by"].notna().any() else None,
                 "minutes": float(epochs["seconds"].sum() / 60),
                 "peak_rss_mb": float(epochs["peak_rss_mb"].max()),
@@ -123,6 +146,36 @@ def training_cost(dataset: str, training_logs: Mapping[str, pd.DataFrame]) -> pd
                 "backbone_dtype": ",".join(sorted(set(epochs["backbone_dtype"].dropna()))) or None,
             })
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"trainable_parameters": "Int64", "stopped_by": "object"})
+
+
+PAIRED_NOTE = ("Each method against SASRec, DMPO and S-DPO against SFT, each ablation against its full model, on "
+               "the same users, protocol and candidates: difference (method - baseline) ± its paired standard error, "
+               "and the two-sided p-value of a seeded paired bootstrap over users (`paired_tests.csv` has every "
+               "metric, both splits and the 95% interval); * marks p < 0.05.")
+CURVES_NOTE = ("Each trained model's early-stopping validation metric against the training examples it has seen "
+               "(stages one after another), the training loss in grey; the title says what stopped training.")
+PAIRED_SHOWN = {"full": ("ndcg@10", "hr@10", "hr@100"), "sampled": ("hr@1", "ndcg@5", "auc")}
+
+
+def paired_tables(paired: pd.DataFrame | None, split: str = "test"):
+    """(heading, table of strings) per dataset / protocol / user set of ``paired``'s ``split``: a row per
+    pair, for each shown metric the difference ± its standard error and the p-value."""
+    if paired is None or paired.empty:
+        return
+    paired = paired[paired["split"] == split]
+    for (dataset, protocol, users), group in paired.groupby(["dataset", "protocol", "users"], sort=False):
+        shown = [m for m in PAIRED_SHOWN.get(protocol, ()) if m in set(group["metric"])]
+        if not shown:
+            continue
+        rows = []
+        for (model, baseline, comparison), pair in group.groupby(["model", "baseline", "comparison"], sort=False):
+            by_metric = pair.set_index("metric")
+            rows.append([model, baseline, comparison] + [
+                f"{r.difference:+.4f} ± {r.std_error:.4f} (p {r.p_value:.3g}){' *' if r.p_value < 0.05 else ''}"
+                for r in (by_metric.loc[m] for m in shown)])
+        heading = (f"{dataset} · paired tests · {PROTOCOL_NAMES[protocol]} · {split} split · "
+                   f"{users_name(users, int(group['n_users'].iloc[0]))}")
+        yield heading, pd.DataFrame(rows, columns=["model", "baseline", "comparison", *shown])
 
 
 def _cost_tables(cost: pd.DataFrame):
@@ -150,8 +203,10 @@ def _inline_html(markdown: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> str:
-    """The tables of :func:`metrics_markdown` as one self-contained HTML page, each column's best in bold."""
+def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, n_negatives: int,
+                 paired: pd.DataFrame | None = None, curves: Mapping[str, bytes] | None = None) -> str:
+    """The tables of :func:`metrics_markdown` as one HTML page, each column's best in bold; the learning
+    curves of the data sets in ``curves`` (PNG bytes) embedded, the others' linked."""
     intro = _intro(metrics, exclude_seen, n_negatives)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>llm_seqrec evaluation</title><style>"
@@ -160,17 +215,27 @@ def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, 
         "</style></head><body><h1>Evaluation</h1>",
         f"<p>{_inline_html(intro[0])}</p><ul>" + "".join(f"<li>{_inline_html(line)}</li>" for line in intro[1:]) + "</ul>",
     ]
-    for heading, table in _tables(metrics):
+    for heading, table, errors in _tables(metrics):
         best = table.max()
         rows = "".join(
             f"<tr><td>{html.escape(str(model))}</td>"
-            + "".join(f"<td>{'<b>' if v == best[m] else ''}{v:.4f}{'</b>' if v == best[m] else ''}</td>"
+            + "".join(f"<td>{'<b>' if v == best[m] else ''}{_value(v, errors.loc[model, m])}{'</b>' if v == best[m] else ''}</td>"
                       for m, v in row.items())
             + "</tr>"
             for model, row in table.iterrows()
         )
         header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(str(m))}</th>" for m in table.columns) + "</tr>"
         parts.append(f"<h2>{html.escape(heading)}</h2><table>{header}{rows}</table>")
+    for heading, table in paired_tables(paired):
+        header = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>"
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                       for row in table.itertuples(index=False))
+        parts.append(f"<h2>{html.escape(heading)}</h2><p>{_inline_html(PAIRED_NOTE)}</p><table>{header}{rows}</table>")
+    for dataset in dict.fromkeys(metrics["dataset"]):
+        source = (f"data:image/png;base64,{base64.b64encode(curves[dataset]).decode()}" if dataset in (curves or {})
+                  else f"{html.escape(dataset)}/learning_curves.png")
+        parts.append(f"<h2>{html.escape(dataset)}: learning curves</h2><p>{_inline_html(CURVES_NOTE)}</p>"
+                     f"<img src='{source}' alt='{html.escape(dataset)} learning curves' style='max-width:100%'>")
     for dataset, table in _cost_tables(cost):
         header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>"
         rows = "".join(f"<tr><td>{html.escape(str(model))}</td>"
@@ -179,97 +244,3 @@ def metrics_html(metrics: pd.DataFrame, cost: pd.DataFrame, exclude_seen: bool, 
         parts.append(f"<h2>{html.escape(dataset)}: training cost</h2><p>{_inline_html(COST_NOTE)}</p>"
                      f"<table>{header}{rows}</table>")
     return "".join(parts) + "</body></html>\n"
-
-
-def metrics_figure(metrics: pd.DataFrame, split: str = "test") -> Figure:
-    """Bars of NDCG@10 and HR@10 (full ranking) and HR@1 (sampled), one bar per model, one row per
-    dataset, on ``split``; each panel on one user set, named in its title."""
-    datasets = list(dict.fromkeys(metrics["dataset"]))
-    figure = Figure(figsize=(4.2 * len(PLOTTED), 3.6 * max(1, len(datasets))), layout="constrained")
-    axes = figure.subplots(max(1, len(datasets)), len(PLOTTED), squeeze=False)
-    for row, dataset in enumerate(datasets):
-        for col, (protocol, metric) in enumerate(PLOTTED):
-            ax = axes[row][col]
-            chosen = metrics[
-                (metrics["dataset"] == dataset)
-                & (metrics["protocol"] == protocol)
-                & (metrics["split"] == split)
-                & (metrics["metric"] == metric)
-            ]
-            if chosen.empty:
-                ax.set_axis_off()
-                ax.set_title(f"{dataset}: no {metric} ({PROTOCOL_NAMES[protocol]}, {split})", fontsize=9)
-                continue
-            # The largest user set on which every model of the panel is reported: all users where
-            # it is, else the LLM sample (every model is reported there).
-            models = set(chosen["model"])
-            labels = [ALL_USERS, *sorted(set(chosen["users"]) - {ALL_USERS, COLD_ITEMS})]
-            users = next(u for u in labels if set(chosen.loc[chosen["users"] == u, "model"]) == models)
-            chosen = chosen[chosen["users"] == users]
-            bars = ax.bar(chosen["model"], chosen["value"], color="tab:blue")
-            ax.bar_label(bars, fmt="%.3f", fontsize=8)
-            ax.tick_params(axis="x", labelrotation=45)
-            ax.set_ylabel(metric.upper())
-            ax.set_title(
-                f"{dataset}: {metric} · {PROTOCOL_NAMES[protocol]}\n{split} split · "
-                f"{_users_name(users, int(chosen['n_users'].iloc[0]))}",
-                fontsize=9,
-            )
-    return figure
-
-
-def example_users_markdown(
-    user_sequences: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    eval_candidates: pd.DataFrame,
-    scored: Mapping[str, pd.DataFrame],
-    users: Sequence[int],
-    split: str = "test",
-    top_n: int = 5,
-    history_items: int = 5,
-) -> str:
-    """For each of ``users``: the last items before ``split``'s target, the target, and per model and
-    protocol the target's rank and the model's top ``top_n`` items (the target in bold)."""
-    titles = dict(zip(item_catalog["item_idx"].astype(int), item_catalog["title"], strict=True))
-    sequences = user_sequences.set_index("user_idx")
-    candidates = eval_candidates[eval_candidates["split"] == split].set_index("user_idx")["candidates"]
-    lines = [
-        "# Example users",
-        "",
-        f"Seeded users of the LLM sample, {split} split. Full ranking: each model's top {top_n} of every item "
-        f"(the user's input items removed where `evaluation.exclude_seen`); sampled: its top {top_n} of the "
-        "target and the shared negatives. Rank: the target's, from 0 (ties count half).",
-    ]
-    for user in users:
-        sequence = sequences.loc[int(user)]
-        history = split_input(sequence["train_items"], sequence["valid_target"], split)
-        target = int(sequence[f"{split}_target"])
-
-        def name(item: int) -> str:
-            text = str(titles.get(int(item), item)).replace("|", "\\|")
-            return f"**{text}**" if int(item) == target else text
-
-        lines += [
-            "",
-            f"## user {int(user)} ({sequence['user_id']})",
-            "",
-            f"Last {min(history_items, len(history))} of {len(history)} items, oldest first: "
-            + "; ".join(name(i) for i in history[-history_items:]),
-            "",
-            f"Target: {name(target)}",
-            "",
-            "| model | protocol | target rank | top items |",
-            "|---|---|---:|---|",
-        ]
-        for model, table in scored.items():
-            rows = table[(table["user_idx"] == int(user)) & (table["split"] == split)]
-            for row in rows.sort_values("protocol").itertuples(index=False):
-                if row.protocol == "full":
-                    top = list(row.top_items)[:top_n]
-                else:
-                    order = np.argsort(-np.asarray(row.candidate_scores, dtype=float), kind="stable")[:top_n]
-                    top = np.asarray(candidates.loc[int(user)])[order].tolist()
-                lines.append(
-                    f"| {model} | {row.protocol} | {row.rank:g} of {row.n_ranked} | " + "; ".join(name(i) for i in top) + " |"
-                )
-    return "\n".join(lines) + "\n"

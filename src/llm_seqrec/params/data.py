@@ -64,6 +64,7 @@ class EvaluationParams(Strict):
     zeroshot_length_normalize: bool = True  # mean log-likelihood per title token instead of the sum
     progress: bool = True  # progress bars over users while LLM models score
     example_users: int = Field(3, ge=0)  # users of the LLM sample shown with each model's top items
+    paired_bootstrap: int = Field(10_000, ge=100)  # resamples of the users in each paired test (paired_tests.csv)
 
     @field_validator("ks")
     def _positive(cls, ks: list[int]) -> list[int]:

@@ -28,6 +28,11 @@ class TrainingConfig:
     # (llm.device.choose_dtype), else float32. Validation always runs in float32.
     precision: Literal["auto", "float32", "bfloat16"] = "float32"
     eval_every: Annotated[int, Ge(1)] = 1
+    # Validate also inside an epoch, after the batch that brings the epoch's examples past each multiple of
+    # this many (never after its last batch: the epoch end validates there), for a learning curve of long
+    # epochs; such a point may hold the best weights, and patience still counts whole epochs after the one
+    # that held the best point. None = at epoch ends only.
+    validate_every_examples: Annotated[int, Ge(1)] | None = None
     eval_users: Annotated[int, Ge(1)] | None = None  # seeded validation sample for early stopping; None = all
     checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
     seed: int = 42

@@ -14,14 +14,20 @@ from llm_seqrec.data.schema import TRAINING_LOG_COLUMNS
 
 def training_log(model: str, history: list[dict], stage: int = 1, backbone_dtype: str = "") -> pd.DataFrame:
     """The ``<model>_training_log`` table every trained model writes: one row per epoch of ``fit``'s
-    history (``stage`` numbers successive ``fit`` calls of one model, as Laser's two stages); the last
-    row of a ``fit`` says in ``stopped_by`` what ended it. ``backbone_dtype`` is the dtype the frozen
+    history (``epoch_end`` true), after a row per validation inside that epoch (false), ``examples_seen``
+    the x of a learning curve; ``stage`` numbers successive ``fit`` calls of one model, as Laser's two
+    stages. The last row of a ``fit`` says in ``stopped_by`` what ended it. ``backbone_dtype`` is the dtype the frozen
     LLM ran in (``Backbone.dtype_name``); empty for a model without one."""
-    records = [{"model": model, "stage": stage, **record, "backbone_dtype": backbone_dtype} for record in history]
+    records = []
+    for record in history:
+        shared = {"model": model, "stage": stage, "epoch": record["epoch"], "backbone_dtype": backbone_dtype}
+        records += [{**shared, **point, "epoch_end": False} for point in record.get("within_epoch", [])]
+        records.append({**shared, **record, "epoch_end": True})
     frame = pd.DataFrame(records, columns=TRAINING_LOG_COLUMNS)
     return frame.astype({"model": str, "stage": "int64", "epoch": "int64", "loss": "float64", "metric": "float64",
                          "seconds": "float64", "trainable_parameters": "Int64", "peak_rss_mb": "float64",
-                         "peak_cuda_mb": "float64", "stopped_by": "object", "backbone_dtype": str})
+                         "peak_cuda_mb": "float64", "stopped_by": "object", "backbone_dtype": str,
+                         "examples_seen": "Int64", "epoch_end": bool})
 
 
 class PeakMemory:

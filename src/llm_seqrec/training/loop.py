@@ -1,9 +1,9 @@
 """The one training loop every model in the project uses.
 
 ``fit`` owns what is the same for every model: device, seeding, AdamW over the trainable parameters,
-gradient accumulation, autocast (``precision``), validation every ``eval_every`` epochs with early
-stopping on a higher-is-better metric, the best weights, a per-epoch history, and resumable
-checkpoints. The model supplies only ``loss_fn``, ``make_batches`` and ``validate``.
+gradient accumulation, autocast (``precision``), validation every ``eval_every`` epochs (and, with
+``validate_every_examples``, inside epochs: a learning curve's points) with early stopping on a
+higher-is-better metric, the best weights, a per-epoch history, and resumable checkpoints (at epoch ends). The model supplies only ``loss_fn``, ``make_batches`` and ``validate``.
 
 Training ends for one of three reasons, recorded as ``stopped_by`` (``STOP_REASONS``) on the last
 epoch of the history: ``patience`` (``patience`` epochs without a better validation metric),
@@ -23,6 +23,7 @@ while it ran (``training_log`` turns a history into the one training-log table e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 # Settings that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "max_minutes", "progress", "checkpoint_dir", "device"})
+# Settings left out of a checkpoint's configuration while unset, so checkpoints written before they existed resume.
+NEWER_SETTINGS = frozenset({"validate_every_examples"})
 STOP_REASONS = ("patience", "epoch_cap", "time_budget")
 
 
@@ -61,7 +64,9 @@ class FitResult:
     best_state_dict: dict[str, torch.Tensor]
     # Per epoch: epoch (1-based), loss (mean over batches), metric (None if not validated), seconds,
     # trainable_parameters, peak_rss_mb (this process), peak_cuda_mb (None off CUDA), stopped_by
-    # (None but on the last epoch: one of STOP_REASONS).
+    # (None but on the last epoch: one of STOP_REASONS), examples_seen (training examples of this fit up
+    # to the epoch's end, as ``batch_examples`` counts them) and within_epoch (the validations inside the
+    # epoch, ``validate_every_examples``: dicts of examples_seen, loss (the epoch's mean so far), metric).
     history: list[dict]
     best_metric: float | None  # None when no validation ran
     best_epoch: int
@@ -84,7 +89,8 @@ def fit(
     from ``generator``, which is seeded from ``params.seed`` and the epoch so an epoch's batches do not
     depend on whether the run was resumed. Batches may be tensors or dicts, lists or tuples of them; they
     are moved to the model's device. ``loss_fn(model, batch)`` returns the batch's mean loss.
-    ``validate(model)`` is called in eval mode without gradients every ``eval_every`` epochs; when no
+    ``validate(model)`` is called in eval mode without gradients every ``eval_every`` epochs (and inside
+    every epoch with ``validate_every_examples``, counting examples with ``batch_examples``); when no
     validation ran (no ``validate``, or fewer epochs than ``eval_every``) the last weights are the result.
     ``on_epoch_end(record)`` runs after the epoch's checkpoint is written.
     ``run_config`` (JSON-serialisable) identifies the run for resuming, beside the training settings.
@@ -96,7 +102,8 @@ def fit(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.lr, weight_decay=params.weight_decay
     )
-    config = plain({"run": run_config or {}, "training": {k: v for k, v in asdict(params).items() if k not in RESUMABLE_CHANGES}})
+    config = plain({"run": run_config or {}, "training": {k: v for k, v in asdict(params).items()
+                                                           if k not in RESUMABLE_CHANGES and not (k in NEWER_SETTINGS and v is None)}})
     checkpoint = Path(params.checkpoint_dir) / f"{name}.pt" if params.checkpoint_dir is not None else None
 
     state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "history": []}
@@ -119,22 +126,28 @@ def fit(
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+        # Examples of this fit before the epoch (None after resuming a checkpoint that did not count them).
+        before = state["history"][-1].get("examples_seen") if state["history"] else 0
+        within = []
+
+        def validate_within(examples: int, loss: float) -> None:
+            metric = _validated(model, validate, device, autocast_dtype != torch.float32)
+            within.append({"examples_seen": None if before is None else before + examples, "loss": loss, "metric": metric})
+            _keep_if_best(state, metric, epoch + 1, model)
+
         with PeakMemory(device) as memory:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
-                loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
-                                    desc=f"{name} epoch {epoch + 1}/{params.epochs}")
+                loss, examples = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
+                                              desc=f"{name} epoch {epoch + 1}/{params.epochs}",
+                                              validate_within=validate_within if validate is not None else None)
             metric = None
             if validate is not None and (epoch + 1) % params.eval_every == 0:
-                model.eval()
-                with torch.no_grad():
-                    metric = float(validate(model))
-                model.train()
+                metric = _validated(model, validate, device, False)
         state["epoch"] = epoch + 1
-        if metric is not None and (state["best_metric"] is None or metric > state["best_metric"]):
-            state["best_metric"], state["best_epoch"] = metric, epoch + 1
-            state["best_state"] = trained_state(model, copy=True)
+        _keep_if_best(state, metric, epoch + 1, model)
         record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
-                  "trainable_parameters": trainable, "peak_rss_mb": memory.peak_rss_mb, "peak_cuda_mb": memory.peak_cuda_mb}
+                  "trainable_parameters": trainable, "peak_rss_mb": memory.peak_rss_mb, "peak_cuda_mb": memory.peak_cuda_mb,
+                  "examples_seen": None if before is None else before + examples, "within_epoch": within}
         state["history"].append(record)
         logger.info("%s epoch %d: loss %.4f, metric %s, %.1fs", name, epoch + 1, loss,
                     "-" if metric is None else f"{metric:.4f}", record["seconds"])
@@ -162,15 +175,23 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     return dtype if dtype == torch.bfloat16 else torch.float32
 
 
-def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingConfig, device, desc: str) -> float:
-    """One pass; gradients of ``grad_accumulation`` batches are averaged into each step (a trailing
-    partial group is stepped too, with proportionally smaller gradients)."""
-    total, count = 0.0, 0
+def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingConfig, device, desc: str,
+                 validate_within: Callable[[int, float], None] | None = None) -> tuple[float, int]:
+    """One pass: its mean loss and its examples (``batch_examples``). Gradients of ``grad_accumulation``
+    batches are averaged into each step (a trailing partial group is stepped too, with proportionally
+    smaller gradients). ``validate_within(examples, mean loss so far)`` runs when a batch brought the
+    epoch's examples past a multiple of ``validate_every_examples`` and another batch follows."""
+    total, count, examples, due = 0.0, 0, 0, False
+    interval = params.validate_every_examples if validate_within is not None else None
     optimizer.zero_grad(set_to_none=True)
     for batch in tqdm(batches, desc=desc, leave=False, disable=not params.progress):
+        if due:
+            validate_within(examples, total / count)
+        size = batch_examples(batch)
         loss = loss_fn(model, _to_device(batch, device))
         (loss / params.grad_accumulation).backward()
-        total, count = total + loss.item(), count + 1
+        total, count, examples = total + loss.item(), count + 1, examples + size
+        due = interval is not None and examples // interval > (examples - size) // interval
         if count % params.grad_accumulation == 0:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -179,7 +200,36 @@ def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingConfig, dev
         optimizer.zero_grad(set_to_none=True)
     if count == 0:
         raise ValueError("make_batches yielded no batch")
-    return total / count
+    return total / count, examples
+
+
+def batch_examples(batch) -> int:
+    """The training examples a batch holds: a tensor's rows; a dict's first value's; a list or tuple whose
+    first element is a tensor is aligned tensors (its rows), any other list one example per element. So
+    SASRec counts users (sequences, not target positions), RA-Rec and Laser users, the LoRA trainers prompts."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, dict):
+        return batch_examples(next(iter(batch.values())))
+    if isinstance(batch, list | tuple):
+        return batch_examples(batch[0]) if batch and isinstance(batch[0], torch.Tensor) else len(batch)
+    raise TypeError(f"cannot count the examples of a {type(batch).__name__} batch")
+
+
+def _validated(model: nn.Module, validate: Callable[[nn.Module], float], device: torch.device, in_autocast: bool) -> float:
+    """``validate(model)`` in eval mode without gradients, in float32 (autocast off ``in_autocast``), then
+    back in train mode."""
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, enabled=False) if in_autocast else contextlib.nullcontext():
+        metric = float(validate(model))
+    model.train()
+    return metric
+
+
+def _keep_if_best(state: dict, metric: float | None, epoch: int, model: nn.Module) -> None:
+    if metric is not None and (state["best_metric"] is None or metric > state["best_metric"]):
+        state["best_metric"], state["best_epoch"] = metric, epoch
+        state["best_state"] = trained_state(model, copy=True)
 
 
 def _stop_reason(state: dict, params: TrainingConfig) -> str | None:

@@ -9,7 +9,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from llm_seqrec.evaluation.protocol import cold_item_metrics, evaluation_user_sets, llm_user_sample, metrics_table
-from llm_seqrec.evaluation.report import example_users_markdown, metrics_figure, metrics_html, metrics_markdown, training_cost
+from llm_seqrec.evaluation.example_users import example_users_markdown
+from llm_seqrec.evaluation.figures import figure_png, learning_curves_figure, metrics_figure
+from llm_seqrec.evaluation.paired import paired_tests
+from llm_seqrec.evaluation.report import metrics_html, metrics_markdown, training_cost
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import ROW_CHUNK, score_table
 from llm_seqrec.llm.backbone import load_backbone
@@ -72,6 +75,16 @@ def compute_metrics(
     return pd.concat([r for r in rows if not r.empty], ignore_index=True)
 
 
+def compare_pairs(
+    user_sequences: pd.DataFrame, dataset: dict, evaluation: dict, **score_tables: pd.DataFrame
+) -> pd.DataFrame:
+    """``paired_tests``: each pair the README compares, on the same users, with its paired bootstrap."""
+    params = EvaluationParams.model_validate(evaluation)
+    user_sets = evaluation_user_sets(user_sequences, params.llm_user_sample, params.seed)
+    return paired_tests(_scored_models(score_tables), DatasetParams.model_validate(dataset).name, params.ks, user_sets,
+                        n_bootstrap=params.paired_bootstrap, seed=params.seed)
+
+
 def _scored_models(score_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Model name -> its scores, for the models scored so far. A table with a ``model`` column holds
     several models (a few-shot sweep, a cross-domain run)."""
@@ -104,12 +117,21 @@ def tabulate_training_cost(dataset: dict, **training_logs: pd.DataFrame) -> pd.D
     return training_cost(DatasetParams.model_validate(dataset).name, training_logs)
 
 
-def render_metrics_table(metrics: pd.DataFrame, cost: pd.DataFrame, evaluation: dict) -> tuple[str, str]:
-    """``metrics_table`` (markdown) and ``metrics_html``: the same tables, for reading and for a browser."""
+def render_metrics_table(metrics: pd.DataFrame, cost: pd.DataFrame, paired: pd.DataFrame, evaluation: dict,
+                         dataset: dict, **training_logs: pd.DataFrame) -> tuple[str, str]:
+    """``metrics_table`` (markdown) and ``metrics_html``: the same tables, for reading and for a browser
+    (this data set's learning curves embedded in the page)."""
     params = EvaluationParams.model_validate(evaluation)
-    settings = {"exclude_seen": params.exclude_seen, "n_negatives": params.n_negatives}
-    return metrics_markdown(metrics, cost, **settings), metrics_html(metrics, cost, **settings)
+    name = DatasetParams.model_validate(dataset).name
+    settings = {"exclude_seen": params.exclude_seen, "n_negatives": params.n_negatives, "paired": paired}
+    curves = {name: figure_png(learning_curves_figure(name, training_logs))}
+    return metrics_markdown(metrics, cost, **settings), metrics_html(metrics, cost, **settings, curves=curves)
 
 
 def plot_metrics(metrics: pd.DataFrame) -> Figure:
     return metrics_figure(metrics)
+
+
+def plot_learning_curves(dataset: dict, **training_logs: pd.DataFrame) -> Figure:
+    """``learning_curves``: every trained model's validation metric against the examples it has seen."""
+    return learning_curves_figure(DatasetParams.model_validate(dataset).name, training_logs)
