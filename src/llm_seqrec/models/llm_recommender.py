@@ -73,8 +73,9 @@ class PromptBatch:
     compute setting, so not in the config, the artifact or the fingerprint: it moves scores by float
     rounding only (bounded in tests/models/test_prompt_batching.py), and 1 is exactly one prompt at a
     time. Defaults chosen by benchmarks/bench_lora.py on the 2-core CPU (README "LoRA prompt batching"):
-    4 prompts per training forward ran 1.3-1.5x as fast as one; scoring, whose 21 candidates already
-    make a batch, gained nothing measurable, so it stays one prompt at a time."""
+    4 prompts per training forward ran 1.3-1.5x as fast as one at 8 layers (1.1x at 30); scoring, whose
+    21 candidates already make a batch, gained nothing measurable in float32, so it stays one prompt at
+    a time (bit for bit today's scores)."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
