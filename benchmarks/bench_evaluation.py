@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         config = SASRecConfig(n_items=n_items, max_len=conf.max_len, hidden_size=conf.hidden_size,
                               num_blocks=conf.num_blocks, num_heads=conf.num_heads, dropout=conf.dropout)
         score_fn = sasrec_scorer(SASRec(config).eval())
-    print(f"{len(sequences)} users x {n_items} items; scorer {args.scorer}; batch {args.batch_size}; "
+    with torch.no_grad():
+        dtype = score_fn([list(sequences["train_items"].iloc[0])]).dtype
+    print(f"{len(sequences)} users x {n_items} items; scorer {args.scorer} in {dtype}; batch {args.batch_size}; "
           f"exclude_seen={args.exclude_seen}; torch threads {torch.get_num_threads()}")
 
     tables = []

@@ -20,10 +20,21 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
+
 from llm_seqrec.pipelines import STAGES, stage_pipelines
 from project import copy_project, timed_kedro_run  # benchmarks/ is the script's folder
 
 BUDGET_MINUTES = {"quick": 5, "local": 30}  # `local` is the default run's environment (base + local)
+
+
+def run_dtypes(project: Path) -> str:
+    """The dtypes the run's LLM models computed in, as its metrics.csv files record them."""
+    found = {part for path in (project / "data" / "08_reporting").rglob("metrics.csv")
+             for value in pd.read_csv(path)["backbone_dtype"].dropna().astype(str) for part in value.split(",") if part}
+    return ", ".join(sorted(found)) or "none (no LLM model ran)"
+
+
 def stage_of_nodes() -> dict[str, str]:
     """Node name -> the stage pipeline that holds it."""
     return {node.name: stage for stage, pipe in stage_pipelines().items() for node in pipe.nodes}
@@ -52,7 +63,7 @@ def main() -> None:
             per_stage: dict[str, float] = defaultdict(float)
             for name, node_time in nodes.items():
                 per_stage[stages.get(name, "?")] += node_time
-            print(f"\n{env}: {seconds / 60:.1f} min in all; per stage (minutes):")
+            print(f"\n{env}: {seconds / 60:.1f} min in all; backbone dtype {run_dtypes(project)}; per stage (minutes):")
             for stage in STAGES:
                 if stage in per_stage:
                     print(f"  {stage:16s} {per_stage[stage] / 60:6.2f}")

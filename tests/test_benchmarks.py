@@ -82,6 +82,17 @@ def test_bench_dmpo_prints_the_saving_of_cached_reference_log_probabilities():
     assert figure(r"per step: recomputing / caching = ([\d.]+)x", out) > 1
 
 
+def test_bench_lora_prints_rates_ratios_and_dtypes_per_arm():
+    out = bench("bench_lora.py", "--users", "2", "--candidates", "3", "--arms", "2:1", "2:2/2", "2:2/2:bfloat16")
+    for arm in ("layers 2, prompt_batch 1/1, float32 (dtype float32)", "layers 2, prompt_batch 2/2, bfloat16 (dtype bfloat16)"):
+        assert figure(rf"{re.escape(arm)}: training ([\d.]+) examples/s", out) > 0
+        assert figure(rf"{re.escape(arm)}: training [\d.]+ examples/s \([\d.]+ s\), scoring ([\d.]+) rows/s", out) > 0
+    assert figure(r"layers 2, prompt_batch 2/2, float32: training ([\d.]+)x", out) > 0
+    # batched scores against one prompt at a time, in float32: float rounding only
+    assert figure(r"layers 2, prompt_batch 2/2, float32 against score batch 1: largest score difference ([\d.e+-]+)", out) < 1e-4
+    assert figure(r"fp32/bf16 at layers 2, prompt_batch 2/2, bfloat16: bf16 training ([\d.]+)x", out) > 0
+
+
 def test_bench_summarization_batches_generation_with_identical_outputs():
     out = bench("bench_summarization.py", "--prompts", "2", "--users", "1", "--dtype", "float32")
     match = re.search(r"identical greedy outputs: (\d+)/(\d+) \(one at a time\), (\d+)/(\d+) \(generate\)", out)

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from llm_seqrec.llm.backbone import load_backbone
 from llm_seqrec.llm.generation import GenerationSettings, chat_prompt, generate
 from llm_seqrec.llm.prompts import chat_prompt_ids, recent_items_message, text_ids, truncate
-from llm_seqrec.llm.scoring import score_continuations
+from llm_seqrec.llm.scoring import batch_score_continuations, score_continuations
 from test_generation import MESSAGES
 
 pytestmark = pytest.mark.slow
@@ -79,6 +79,17 @@ def test_bf16_shared_prefix_stays_close_to_separate_prompts(bfloat16, rows):
             separate = np.array([score_continuations(bfloat16.model, prompt, [t]).mean().item() for t in titles])
             assert np.abs(shared - separate).max() < 0.2
             assert spearmanr(shared, separate).statistic > 0.97
+
+
+def test_bf16_batched_prompts_stay_close_to_one_prompt_at_a_time(bfloat16, rows):
+    """Several prompts of different lengths in one forward (the LoRA recommenders' ``prompt_batch``)."""
+    assert len({len(prompt) for prompt, _ in rows}) > 1  # padding is exercised
+    single = per_token_scores(bfloat16, rows)
+    with torch.inference_mode():
+        flat = batch_score_continuations(bfloat16.model, [p for p, _ in rows], [t for _, t in rows]).mean().double().numpy()
+    batched = np.split(flat, np.cumsum([len(t) for _, t in rows])[:-1])
+    assert max(np.abs(a - b).max() for a, b in zip(single, batched, strict=True)) < 0.2
+    assert min(spearmanr(a, b).statistic for a, b in zip(single, batched, strict=True)) > 0.97
 
 
 def test_bf16_batched_generation_mostly_equals_one_prompt_at_a_time(bfloat16):

@@ -9,7 +9,8 @@ Two heads, chosen by ``RecommenderConfig.head``:
 - ``likelihood`` (SFT, DMPO, S-DPO): the candidate's title is the answer; its sequence log-probability
   sums over the title tokens, computed at those positions only (``llm.scoring.score_continuations``).
 
-Either way a prompt runs once and its candidates run as a batch of continuations of its KV cache.
+Either way a prompt runs once and its candidates run as a batch of continuations of its KV cache,
+and several prompts (``PromptBatch``: grouped by length, right-padded) can share one forward.
 Only the adapter trains; artifacts hold its weights (about a million numbers for r = 8) and the
 config, and the frozen backbone reloads from its source.
 
@@ -34,7 +35,7 @@ from torch import nn
 from llm_seqrec.data.fingerprint import scorer_fingerprint
 from llm_seqrec.llm.backbone import Backbone, check_backbone
 from llm_seqrec.llm.prompts import SYSTEM, chat_prompt_ids, recent_items_message, text_ids
-from llm_seqrec.llm.scoring import next_token_logits, score_continuations
+from llm_seqrec.llm.scoring import batch_next_token_logits, batch_score_continuations
 from llm_seqrec.models.recommender import Queries
 
 Head = Literal["yes_no", "likelihood"]
@@ -62,6 +63,24 @@ class LoraSettings:
 
 RecentItems = Annotated[int, Ge(1)]
 SummaryTokens = Annotated[int, Ge(1)]
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Prompts per forward (``trsr.prompt_batch``, ``dmpo.prompt_batch``), grouped by length and
+    right-padded (``LLMRecommender.grouped_forward``): ``train`` in a training step (at most its batch's
+    prompts) and the reference pass over training examples, ``score`` when scoring and validating. A
+    compute setting, so not in the config, the artifact or the fingerprint: it moves scores by float
+    rounding only (bounded in tests/models/test_prompt_batching.py), and 1 is exactly one prompt at a
+    time. Defaults chosen by benchmarks/bench_lora.py on the 2-core CPU (README "LoRA prompt batching"):
+    4 prompts per training forward ran 1.3-1.5x as fast as one at 8 layers (1.1x at 30); scoring, whose
+    21 candidates already make a batch, gained nothing measurable in float32, so it stays one prompt at
+    a time (bit for bit today's scores)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    train: Annotated[int, Ge(1)] = 4
+    score: Annotated[int, Ge(1)] = 1
 
 
 @dataclass(frozen=True)
@@ -101,13 +120,15 @@ class LLMRecommender(nn.Module):
     over "No" (``yes_no``) or the candidate's summed title log-probability (``likelihood``), with
     gradients into the adapter. ``scores`` turns them into ranking scores, ``score_candidates`` does
     so for item ids (through ``titles``). PEFT edits the backbone's modules in place, so a ``Backbone``
-    serves one recommender.
+    serves one recommender. ``prompt_batch``: prompts per forward when training and scoring.
     """
 
-    def __init__(self, backbone: Backbone, config: RecommenderConfig, titles: Mapping[int, str] | None = None) -> None:
+    def __init__(self, backbone: Backbone, config: RecommenderConfig, titles: Mapping[int, str] | None = None,
+                 prompt_batch: PromptBatch = PromptBatch()) -> None:
         super().__init__()
         check_backbone(config.backbone, backbone.name, backbone.n_layers)
         self.config = config
+        self.prompt_batch = prompt_batch
         self.titles = titles  # item_idx -> title, for score_candidates
         self.backbone_dtype = backbone.dtype_name
         self.tokenizer = backbone.tokenizer
@@ -155,39 +176,69 @@ class LLMRecommender(nn.Module):
 
     # ---- heads
     def forward(self, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> torch.Tensor:
-        if self.config.head == "yes_no":
-            logits = next_token_logits(self.lm, prompt, candidates, self.answer_ids)
-            return logits[:, 0] - logits[:, 1]
-        return score_continuations(self.lm, prompt, candidates).logprob
+        return self.batch_forward([prompt], [candidates])
 
-    @torch.no_grad()
-    def scores(self, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Ranking scores (float64, CPU): p(Yes) from the two-way softmax, or the title log-likelihood
-        (per token when ``length_normalize``)."""
-        values = self(prompt, candidates).double().cpu()
+    def batch_forward(self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+        """``forward`` of several prompts in one pass (``candidates[b]`` are prompt b's), flat in prompt order."""
+        if self.config.head == "yes_no":
+            logits = batch_next_token_logits(self.lm, prompts, candidates, self.answer_ids)
+            return logits[:, 0] - logits[:, 1]
+        return batch_score_continuations(self.lm, prompts, candidates).logprob
+
+    def grouped_forward(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[Sequence[int]]], batch: int
+    ) -> list[torch.Tensor]:
+        """``forward`` of each prompt, ``batch`` prompts per pass: prompts of similar length together
+        (sorted by length, so little padding), the results in the given order. ``batch`` 1 is a lone
+        ``forward`` per prompt, in the given order."""
+        if batch < 1:
+            raise ValueError(f"prompts per forward must be at least 1, got {batch}")
+        order = list(range(len(prompts)))
+        if batch > 1:
+            order.sort(key=lambda i: len(prompts[i]))
+        out: list[torch.Tensor | None] = [None] * len(prompts)
+        for start in range(0, len(order), batch):
+            group = order[start : start + batch]
+            values = self.batch_forward([prompts[i] for i in group], [candidates[i] for i in group])
+            for i, value in zip(group, values.split([len(candidates[i]) for i in group]), strict=True):
+                out[i] = value
+        return out
+
+    def _ranking(self, values: torch.Tensor, candidates: Sequence[Sequence[int]]) -> torch.Tensor:
+        values = values.double().cpu()
         if self.config.head == "yes_no":
             return torch.sigmoid(values)
         if self.config.length_normalize:
             values = values / torch.tensor([len(c) for c in candidates], dtype=torch.float64)
         return values
 
+    @torch.no_grad()
+    def scores(self, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Ranking scores (float64, CPU): p(Yes) from the two-way softmax, or the title log-likelihood
+        (per token when ``length_normalize``)."""
+        return self._ranking(self(prompt, candidates), candidates)
+
     def score_candidates(self, queries: Queries, candidates: Sequence[Sequence[int]]) -> list[list[float]]:
-        """``scores`` of each query's candidate items, in eval mode: the prompt shows the query's
-        history (its last ``recent_items``) and, where the config uses them, its summary."""
+        """``scores`` of each query's candidate items, in eval mode, ``prompt_batch.score`` prompts per pass:
+        the prompt shows the query's history (its last ``recent_items``) and, where the config uses
+        them, its summary."""
         if self.titles is None:
             raise ValueError("LLMRecommender.score_candidates needs the item titles (titles=...)")
         was_training = self.training
         self.eval()
-        out = []
-        for row, items in enumerate(candidates):
-            prompt = self.prompt_ids([self.titles[int(i)] for i in queries.histories[row]], queries.summary(row))
-            out.append(self.scores(prompt, [self.candidate_ids(self.titles[int(c)]) for c in items]).tolist())
+        prompts = [self.prompt_ids([self.titles[int(i)] for i in queries.histories[row]], queries.summary(row))
+                   for row in range(len(candidates))]
+        continuations = [[self.candidate_ids(self.titles[int(c)]) for c in items] for items in candidates]
+        with torch.no_grad():
+            values = self.grouped_forward(prompts, continuations, self.prompt_batch.score)
         self.train(was_training)
-        return out
+        return [self._ranking(v, c).tolist() for v, c in zip(values, continuations, strict=True)]
 
     def fingerprint(self) -> str:
         """The backbone (named in the config, with its dtype), the head, prompt and LoRA settings, the
-        adapter's weights, the system prompt and the titles; ``meta`` (provenance) is left out."""
+        adapter's weights, the system prompt and the titles; ``meta`` (provenance) is left out, and so
+        is ``prompt_batch``: scores differ between batch sizes by float rounding only (bounded in
+        tests/models/test_prompt_batching.py), so a cached row is as good as a re-scored one."""
         config = {k: v for k, v in self.config.to_dict().items() if k != "meta"}
         return scorer_fingerprint("LLMRecommender", config=config, dtype=self.backbone_dtype, system=SYSTEM,
                                   adapter=self.adapter_state_dict(), titles=self.titles)
@@ -212,8 +263,9 @@ class LLMRecommender(nn.Module):
         return {"config": {"peft": json.loads(json.dumps(peft, default=str)), **self.config.to_dict()}, "state_dict": state}
 
     @classmethod
-    def from_artifact(cls, artifact: dict, backbone: Backbone, titles: Mapping[int, str] | None = None) -> LLMRecommender:
+    def from_artifact(cls, artifact: dict, backbone: Backbone, titles: Mapping[int, str] | None = None,
+                      prompt_batch: PromptBatch = PromptBatch()) -> LLMRecommender:
         config = RecommenderConfig.from_dict({k: v for k, v in artifact["config"].items() if k != "peft"})
-        model = cls(backbone, config, titles)
+        model = cls(backbone, config, titles, prompt_batch)
         model.load_adapter_state_dict(artifact["state_dict"])
         return model.to(backbone.device).eval()

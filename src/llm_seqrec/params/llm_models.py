@@ -9,7 +9,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from llm_seqrec.llm.generation import GenerationSettings
-from llm_seqrec.models.llm_recommender import LoraSettings, PromptSettings, RecentItems, RecommenderConfig, SummaryTokens
+from llm_seqrec.models.llm_recommender import (
+    LoraSettings,
+    PromptBatch,
+    PromptSettings,
+    RecentItems,
+    RecommenderConfig,
+    SummaryTokens,
+)
 from llm_seqrec.params.base import Strict
 from llm_seqrec.params.data import DatasetParams
 from llm_seqrec.training.alignment import AlignmentConfig
@@ -78,6 +85,7 @@ class TRSRParams(Strict):
     train_users: int | None = Field(None, ge=1)  # of the users with a train-cutoff summary; None = all
     negatives: int = Field(1, ge=1)  # random negatives per positive, drawn afresh each epoch (paper: 1:1)
     seed: int = 42  # order of the training users
+    prompt_batch: PromptBatch = PromptBatch()  # prompts per forward: {train, score}
     lora: LoraSettings = LoraSettings()
     training: TrainingConfig = TrainingConfig(epochs=2, batch_size=8, lr=3e-3, patience=1, eval_users=32)
 
@@ -96,6 +104,7 @@ class DMPOParams(Strict):
     length_normalize: bool = RecommenderConfig.length_normalize  # rank candidates by title log-likelihood per token
     train_dataset: DatasetParams | None = None  # set in dmpo_transfer only: the data set trained on
     seed: int = 42  # order of the training users and the negatives
+    prompt_batch: PromptBatch = PromptBatch()  # prompts per forward: {train, score}
     lora: LoraSettings = LoraSettings()
     sft: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=5e-4, eval_every=2)
     preference: TrainingConfig = TrainingConfig(epochs=1, batch_size=8, lr=1e-3, eval_every=2)

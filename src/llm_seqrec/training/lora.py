@@ -22,7 +22,7 @@ from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import ROW_CHUNK, Summaries, score_table, validation_metric
 from llm_seqrec.llm.backbone import Backbone
 from llm_seqrec.llm.prompts import item_titles
-from llm_seqrec.models.llm_recommender import LLMRecommender
+from llm_seqrec.models.llm_recommender import LLMRecommender, PromptBatch
 from llm_seqrec.models.losses import yes_no_bce
 from llm_seqrec.training.config import TrainingConfig
 from llm_seqrec.training.loop import FitResult, fit
@@ -124,7 +124,8 @@ def fit_yes_no(
     run_config: dict | None = None,
 ) -> FitResult:
     """LLM-TRSR: each prompt with its positive (label 1) and ``negatives`` fresh random items (label 0)
-    per epoch, BCE on p(Yes). A batch is ``training.batch_size`` prompts."""
+    per epoch, BCE on p(Yes). A batch is ``training.batch_size`` prompts, run ``model.prompt_batch.train``
+    per forward (``LLMRecommender.grouped_forward``)."""
     texts = prompts(model, examples, titles)
     excluded = [{*ex.history, ex.target} for ex in examples]
 
@@ -141,7 +142,8 @@ def fit_yes_no(
             yield batch
 
     def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        log_odds = torch.cat([m(ex["prompt"], ex["candidates"]) for ex in batch])
+        shown, candidates = [ex["prompt"] for ex in batch], [ex["candidates"] for ex in batch]
+        log_odds = torch.cat(m.grouped_forward(shown, candidates, m.prompt_batch.train))
         return yes_no_bce(log_odds, torch.cat([ex["labels"] for ex in batch]))
 
     return fit(model, loss_fn, make_batches, validate, training, name, run_config)
@@ -157,7 +159,7 @@ def fit_sft(
     run_config: dict | None = None,
 ) -> FitResult:
     """Supervised fine-tuning: the positive title as the answer, mean negative log-likelihood per
-    title token."""
+    title token; ``model.prompt_batch.train`` prompts per forward."""
     texts = prompts(model, examples, titles)
     answers = [model.candidate_ids(titles[ex.target]) for ex in examples]
 
@@ -166,7 +168,9 @@ def fit_sft(
             yield [{"prompt": texts[r], "answer": answers[r]} for r in rows]
 
     def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        return torch.stack([-m(ex["prompt"], [ex["answer"]])[0] / len(ex["answer"]) for ex in batch]).mean()
+        shown, answers = [ex["prompt"] for ex in batch], [[ex["answer"]] for ex in batch]
+        logprobs = m.grouped_forward(shown, answers, m.prompt_batch.train)
+        return torch.stack([-value[0] / len(ex["answer"]) for value, ex in zip(logprobs, batch, strict=True)]).mean()
 
     return fit(model, loss_fn, make_batches, validate, training, name, run_config)
 
@@ -198,11 +202,13 @@ def adapter_scores(
     every_summary: bool,
     progress: bool = False,
     cache: ScoreCache | None = None,
+    prompt_batch: PromptBatch = PromptBatch(),
 ) -> tuple[pd.DataFrame, str]:
     """A LoRA recommender artifact's score table (sampled protocol, both splits, the LLM user sample of
     ``sample`` users; prompts as the adapter was trained) and its model name. With ``every_summary``
-    and a prompt that shows summaries, every evaluated (user, cutoff) must have one."""
-    model = LLMRecommender.from_artifact(adapter, backbone, item_titles(item_catalog, max_item_chars))
+    and a prompt that shows summaries, every evaluated (user, cutoff) must have one. ``prompt_batch``:
+    prompts per forward (float rounding only, so the score cache's rows serve any value)."""
+    model = LLMRecommender.from_artifact(adapter, backbone, item_titles(item_catalog, max_item_chars), prompt_batch)
     users = llm_user_sample(user_sequences, sample, sample_seed)
     summaries = summaries_by_cutoff(user_summaries)
     if every_summary and model.config.prompt.use_summary:

@@ -25,6 +25,7 @@ from llm_seqrec.training.loop import FitResult, fit
 
 EXAMPLE_COLUMNS = ["user_idx", "domain", "history", "target", "negatives", "summary"]
 REFERENCE_COLUMNS = ["user_idx", "items", "logprob", "sft_adapter"]
+REFERENCE_CHUNK = 32  # examples per progress step of reference_logprobs
 
 
 def preference_examples(
@@ -64,16 +65,19 @@ def reference_logprobs(
     """``[N, 1 + k]`` summed answer log-probabilities of each example's positive then its fixed
     negatives under ``model`` as it is now, in eval mode (no dropout). Computed once from the SFT
     adapter, before preference training changes it, this is πref: the cache replaces the frozen
-    copy that recomputing the reference at every step would need."""
+    copy that recomputing the reference at every step would need. ``model.prompt_batch.train`` prompts
+    per forward (the training steps' grouping), by length within each ``REFERENCE_CHUNK`` examples."""
     was_training = model.training
     model.eval()
     texts = prompts(model, examples, titles)
-    out = torch.stack([
-        model(prompt, [model.candidate_ids(titles[i]) for i in (ex.target, *ex.negatives)]).float().cpu()
-        for prompt, ex in tqdm(list(zip(texts, examples, strict=True)), desc="reference log-probs", disable=not progress)
-    ])
+    candidates = [[model.candidate_ids(titles[i]) for i in (ex.target, *ex.negatives)] for ex in examples]
+    out = []
+    for start in tqdm(range(0, len(examples), REFERENCE_CHUNK), desc="reference log-probs", disable=not progress):
+        chunk = slice(start, start + REFERENCE_CHUNK)
+        values = model.grouped_forward(texts[chunk], candidates[chunk], model.prompt_batch.train)
+        out += [value.float().cpu() for value in values]
     model.train(was_training)
-    return out
+    return torch.stack(out)
 
 
 def reference_table(examples: Sequence[Example], reference: torch.Tensor, fingerprint: str) -> pd.DataFrame:
@@ -117,7 +121,7 @@ def fit_preference(
 ) -> FitResult:
     """DMPO or S-DPO from the SFT adapter: one positive and the example's k fixed negatives per
     prompt against the cached reference log-probs (``reference_logprobs``), plus ``sft_weight`` times
-    the positive's per-token negative log-likelihood."""
+    the positive's per-token negative log-likelihood. ``model.prompt_batch.train`` prompts per forward."""
     if len({len(ex.negatives) for ex in examples}) != 1 or not examples[0].negatives:
         raise ValueError("preference training needs the same number (k >= 1) of negatives in every example")
     if reference.shape != (len(examples), 1 + len(examples[0].negatives)):
@@ -131,7 +135,8 @@ def fit_preference(
             yield [{"prompt": texts[r], "candidates": candidates[r], "reference": reference[r]} for r in rows]
 
     def loss_fn(m: LLMRecommender, batch: list[dict]) -> torch.Tensor:
-        policy = torch.stack([m(ex["prompt"], ex["candidates"]) for ex in batch])
+        shown, answers = [ex["prompt"] for ex in batch], [ex["candidates"] for ex in batch]
+        policy = torch.stack(m.grouped_forward(shown, answers, m.prompt_batch.train))
         ref = torch.stack([ex["reference"] for ex in batch]).to(policy)
         value = preference_loss(policy[:, 0], policy[:, 1:], ref[:, 0], ref[:, 1:], beta)
         if sft_weight:

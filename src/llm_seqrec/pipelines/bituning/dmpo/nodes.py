@@ -107,7 +107,7 @@ class _Context:
             length_normalize=p.length_normalize,
             meta={"model": name, "train_users": len(examples), "domain": str(self.training_examples["domain"].iloc[0])},
         )
-        model = LLMRecommender(llm, config, self.eval_titles)
+        model = LLMRecommender(llm, config, self.eval_titles, p.prompt_batch)
         result = fit_sft(
             model, examples, self.train_titles, p.sft, name,
             validate=self.validate(p.sft.eval_users, p.sft.seed),
@@ -150,7 +150,8 @@ def compute_reference_logprobs(sft_adapter: dict, training_examples: pd.DataFram
     adapter, computed once; ``sft_adapter`` names the adapter state they came from."""
     params = DMPOParams.model_validate(dmpo)
     backbone_params = BackboneParams.model_validate(backbone)
-    model = LLMRecommender.from_artifact(sft_adapter, load_backbone(**backbone_params.loader_kwargs()))
+    model = LLMRecommender.from_artifact(sft_adapter, load_backbone(**backbone_params.loader_kwargs()),
+                                         prompt_batch=params.prompt_batch)
     examples = table_examples(training_examples, params.train_users)
     reference = reference_logprobs(model, examples, item_titles(training_items, backbone_params.max_item_chars))
     return reference_table(examples, reference, weights_fingerprint(sft_adapter["state_dict"]))
@@ -162,7 +163,7 @@ def train_preference(sft_adapter: dict, reference_logprobs: pd.DataFrame, traini
     """``dmpo.adapter`` (``loss="dmpo"``) or ``dmpo.sdpo_adapter`` (``"sdpo"``), from the SFT adapter."""
     context = _Context(training_examples, training_items, user_sequences, item_catalog, user_summaries,
                        eval_candidates, dmpo, evaluation, backbone)
-    sft = LLMRecommender.from_artifact(sft_adapter, context.load_backbone(), context.eval_titles)
+    sft = LLMRecommender.from_artifact(sft_adapter, context.load_backbone(), context.eval_titles, context.params.prompt_batch)
     examples = table_examples(training_examples, context.params.train_users)
     reference = read_reference(reference_logprobs, examples, weights_fingerprint(sft_adapter["state_dict"]))
     model, log = context.preference(sft, reference, loss, _model_name(loss, training_examples, dataset), len(examples))
@@ -180,15 +181,18 @@ def train_sdpo(*inputs) -> tuple[dict, pd.DataFrame]:
 
 
 def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, user_summaries: pd.DataFrame,
-               eval_candidates: pd.DataFrame, score_cache: ScoreCache, evaluation: dict, backbone: dict) -> pd.DataFrame:
+               eval_candidates: pd.DataFrame, score_cache: ScoreCache, dmpo: dict, evaluation: dict,
+               backbone: dict) -> pd.DataFrame:
     """``sft_scores`` / ``dmpo_scores`` / ``sdpo_scores``: each shared candidate's title log-likelihood
-    (per token where the adapter says so), with the ``model`` column; a user without a summary at a
-    cutoff is shown none."""
+    (per token where the adapter says so; ``dmpo.prompt_batch`` prompts per forward), with the ``model``
+    column; a user without a summary at a cutoff is shown none."""
+    prompt_batch = DMPOParams.model_validate(dmpo).prompt_batch
     eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
     table, name = adapter_scores(
         adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress, cache=score_cache,
+        prompt_batch=prompt_batch,
     )
     return table.assign(model=name)
 

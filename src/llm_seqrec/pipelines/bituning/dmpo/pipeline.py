@@ -49,7 +49,7 @@ def _models_pipeline(section: str) -> Pipeline:
         ),
         Node(
             score_dmpo,
-            ["sft_adapter", *tables, "score_cache", "params:evaluation", "params:backbone"],
+            ["sft_adapter", *tables, "score_cache", f"params:{section}", "params:evaluation", "params:backbone"],
             "sft_scores",
             name="score_sft",
         ),
@@ -64,7 +64,7 @@ def _models_pipeline(section: str) -> Pipeline:
             ),
             Node(
                 score_dmpo,
-                [adapter, *tables, "score_cache", "params:evaluation", "params:backbone"],
+                [adapter, *tables, "score_cache", f"params:{section}", "params:evaluation", "params:backbone"],
                 f"{loss}_scores",
                 name=f"score_{loss}",
             ),

@@ -61,7 +61,7 @@ def train_adapter(
         meta={"model": name, "train_users": len(examples), "negatives": params.negatives, "cutoff": "train"},
     )
     titles = item_titles(item_catalog, backbone_params.max_item_chars)
-    model = LLMRecommender(llm, config, titles)
+    model = LLMRecommender(llm, config, titles, params.prompt_batch)
     valid = validation_users(user_sequences, eval_candidates, eval_params.llm_user_sample, eval_params.seed,
                              params.training.eval_users, params.training.seed)
     result = fit_yes_no(
@@ -93,14 +93,18 @@ def score_trsr(
     user_summaries: pd.DataFrame,
     eval_candidates: pd.DataFrame,
     score_cache: ScoreCache,
+    trsr: dict,
     evaluation: dict,
     backbone: dict,
 ) -> pd.DataFrame:
     """``trsr_scores`` / ``trsr_no_summary_scores``: p(Yes) of every shared candidate of the LLM user
-    sample; where the prompt shows summaries, every evaluated (user, cutoff) must have one."""
+    sample (``trsr.prompt_batch`` prompts per forward); where the prompt shows summaries, every
+    evaluated (user, cutoff) must have one."""
+    prompt_batch = TRSRParams.model_validate(trsr).prompt_batch
     eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
     return adapter_scores(
         adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress, cache=score_cache,
+        prompt_batch=prompt_batch,
     )[0]

@@ -25,7 +25,7 @@ def create_variant_pipeline() -> Pipeline:
             ),
             Node(
                 score_trsr,
-                [f"{suffix}adapter", *tables, "score_cache", "params:evaluation", "params:backbone"],
+                [f"{suffix}adapter", *tables, "score_cache", "params:trsr", "params:evaluation", "params:backbone"],
                 f"{model}_scores",
                 name=f"score_{model}",
                 tags=tags,
