@@ -5,6 +5,12 @@ gradient accumulation, autocast (``precision``), validation every ``eval_every``
 stopping on a higher-is-better metric, the best weights, a per-epoch history, and resumable
 checkpoints. The model supplies only ``loss_fn``, ``make_batches`` and ``validate``.
 
+Device placement, mixed precision, gradient accumulation and data parallelism go through Hugging Face
+Accelerate (``training.processes``): one process by default, the numeric path of a plain loop; with
+``processes`` > 1, the run is forked into that many processes that share each batch (gloo on a CPU,
+NCCL on GPUs), the main one validating (its metric broadcast, so every process stops together) and
+writing the checkpoints.
+
 Training ends for one of three reasons, recorded as ``stopped_by`` (``STOP_REASONS``) on the last
 epoch of the history: ``patience`` (``patience`` epochs without a better validation metric),
 ``epoch_cap`` (``epochs`` reached) or ``time_budget`` (the next group of ``eval_every`` epochs would
@@ -27,16 +33,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list, send_to_device
 from torch import nn
 from tqdm.auto import tqdm
 
 from llm_seqrec.llm.device import choose_device, choose_dtype, dtype_name
 from llm_seqrec.training.config import TrainingConfig
 from llm_seqrec.training.log import PeakMemory
+from llm_seqrec.training.processes import Objective, launch, make_accelerator, split_rows
 from llm_seqrec.training.state import (
     load_trained_state,
     plain,
@@ -50,7 +59,7 @@ from llm_seqrec.training.state import (
 logger = logging.getLogger(__name__)
 
 # Settings that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "max_minutes", "progress", "checkpoint_dir", "device"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "max_minutes", "progress", "checkpoint_dir", "device", "processes"})
 STOP_REASONS = ("patience", "epoch_cap", "time_budget")
 
 
@@ -77,6 +86,7 @@ def fit(
     name: str,
     run_config: dict | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    shard: Callable[[Any, int, int], tuple[Any, float]] = split_rows,
 ) -> FitResult:
     """Train ``model`` and return its best weights (by ``validate``, higher is better) and history.
 
@@ -86,16 +96,35 @@ def fit(
     are moved to the model's device. ``loss_fn(model, batch)`` returns the batch's mean loss.
     ``validate(model)`` is called in eval mode without gradients every ``eval_every`` epochs; when no
     validation ran (no ``validate``, or fewer epochs than ``eval_every``) the last weights are the result.
-    ``on_epoch_end(record)`` runs after the epoch's checkpoint is written.
+    ``on_epoch_end(record)`` runs after the epoch's checkpoint is written (in the main process).
     ``run_config`` (JSON-serialisable) identifies the run for resuming, beside the training settings.
+    With ``params.processes`` > 1, ``shard(batch, rank, processes)`` gives a process its part of a batch
+    and the part's weight in the batch's loss (``processes.split_rows``: a mean over rows); the parts'
+    weighted losses must add up to the batch's. The model then stays on the device it was on.
     """
     device = choose_device(params.device)
+    if params.processes == 1:
+        return _fit(model, loss_fn, make_batches, validate, params, name, run_config, on_epoch_end, shard, device)
+    run = partial(_fit, model, loss_fn, make_batches, validate, params, name, run_config, on_epoch_end, shard, device,
+                  as_dict=True)
+    result = FitResult(**launch(run, params.processes, device, name))
+    load_trained_state(model, result.best_state_dict)
+    model.eval()
+    return result
+
+
+def _fit(model, loss_fn, make_batches, validate, params: TrainingConfig, name: str, run_config, on_epoch_end, shard,
+         device: torch.device, as_dict: bool = False):
     autocast_dtype = training_dtype(device, params.precision)
-    model.to(device)
+    accelerator = make_accelerator(device, autocast_dtype, params.grad_accumulation)
+    device, rank, main = accelerator.device, accelerator.process_index, accelerator.is_main_process
+    objective = accelerator.prepare_model(Objective(model, loss_fn))
     seed_everything(params.seed)
-    optimizer = torch.optim.AdamW(
+    if rank:  # another process's dropout masks
+        torch.manual_seed(params.seed + rank)
+    optimizer = accelerator.prepare_optimizer(torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.lr, weight_decay=params.weight_decay
-    )
+    ))
     config = plain({"run": run_config or {}, "training": {k: v for k, v in asdict(params).items() if k not in RESUMABLE_CHANGES}})
     checkpoint = Path(params.checkpoint_dir) / f"{name}.pt" if params.checkpoint_dir is not None else None
 
@@ -106,6 +135,8 @@ def fit(
             load_trained_state(model, saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             set_rng_state(saved["rng"])
+            if rank:
+                torch.manual_seed(params.seed + rank + 1_000_003 * saved["epoch"])
             state = {k: saved[k] for k in state}
             logger.info("%s: resuming from %s after epoch %d", name, checkpoint, state["epoch"])
         else:
@@ -120,28 +151,31 @@ def fit(
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
         with PeakMemory(device) as memory:
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
-                loss = _train_epoch(model, loss_fn, make_batches(epoch, generator), optimizer, params, device,
-                                    desc=f"{name} epoch {epoch + 1}/{params.epochs}")
+            with accelerator.autocast():
+                loss = _train_epoch(accelerator, objective, make_batches(epoch, generator), optimizer, shard,
+                                    desc=f"{name} epoch {epoch + 1}/{params.epochs}", progress=params.progress and main)
             metric = None
-            if validate is not None and (epoch + 1) % params.eval_every == 0:
+            if validate is not None and (epoch + 1) % params.eval_every == 0 and main:
                 model.eval()
                 with torch.no_grad():
                     metric = float(validate(model))
                 model.train()
+        seconds = time.perf_counter() - started
+        if accelerator.num_processes > 1:  # the main process's metric and time, so that every process stops alike
+            metric, seconds = broadcast_object_list([metric, seconds], from_process=0)
         state["epoch"] = epoch + 1
         if metric is not None and (state["best_metric"] is None or metric > state["best_metric"]):
             state["best_metric"], state["best_epoch"] = metric, epoch + 1
             state["best_state"] = trained_state(model, copy=True)
-        record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
+        record = {"epoch": epoch + 1, "loss": loss, "metric": metric, "seconds": seconds,
                   "trainable_parameters": trainable, "peak_rss_mb": memory.peak_rss_mb, "peak_cuda_mb": memory.peak_cuda_mb}
         state["history"].append(record)
         logger.info("%s epoch %d: loss %.4f, metric %s, %.1fs", name, epoch + 1, loss,
                     "-" if metric is None else f"{metric:.4f}", record["seconds"])
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_checkpoint(checkpoint, {**state, "config": config, "model": trained_state(model),
                                           "optimizer": optimizer.state_dict(), "rng": rng_state()})
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and main:
             on_epoch_end(record)
 
     _log_stop(name, stopped_by, state, params)
@@ -151,7 +185,8 @@ def fit(
     model.eval()
     history = [{**record, "stopped_by": None} for record in state["history"]]
     history[-1]["stopped_by"] = stopped_by
-    return FitResult(state["best_state"], history, state["best_metric"], state["best_epoch"], stopped_by)
+    result = FitResult(state["best_state"], history, state["best_metric"], state["best_epoch"], stopped_by)
+    return asdict(result) if as_dict else result
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
@@ -162,21 +197,35 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     return dtype if dtype == torch.bfloat16 else torch.float32
 
 
-def _train_epoch(model, loss_fn, batches, optimizer, params: TrainingConfig, device, desc: str) -> float:
+def _train_epoch(accelerator, objective, batches, optimizer, shard, desc: str, progress: bool) -> float:
     """One pass; gradients of ``grad_accumulation`` batches are averaged into each step (a trailing
-    partial group is stepped too, with proportionally smaller gradients)."""
+    partial group is stepped too, with proportionally smaller gradients). With several processes each
+    computes its share of a batch, weighted so that the all-reduced gradient is the batch's, and the
+    loss recorded is the batch's (the weighted parts summed over processes)."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_step = accelerator.gradient_accumulation_steps
     total, count = 0.0, 0
+    accelerator.step = 0  # accumulation groups start with the epoch
     optimizer.zero_grad(set_to_none=True)
-    for batch in tqdm(batches, desc=desc, leave=False, disable=not params.progress):
-        loss = loss_fn(model, _to_device(batch, device))
-        (loss / params.grad_accumulation).backward()
-        total, count = total + loss.item(), count + 1
-        if count % params.grad_accumulation == 0:
+    batches = iter(tqdm(batches, desc=desc, leave=False, disable=not progress))
+    upcoming = next(batches, _END)
+    while upcoming is not _END:
+        batch, upcoming = upcoming, next(batches, _END)
+        if upcoming is _END and (count + 1) % per_step:
+            accelerator.step = per_step - 1  # the trailing partial group: accumulate() syncs and steps it
+        with accelerator.accumulate(objective):
+            if world == 1:
+                loss = objective(send_to_device(batch, accelerator.device, non_blocking=True))
+                accelerator.backward(loss)
+                value = loss.item()
+            else:
+                part, weight = shard(batch, rank, world)
+                loss = objective(None if part is None else send_to_device(part, accelerator.device, non_blocking=True))
+                accelerator.backward(loss * (weight * world))  # DDP averages over the processes
+                value = accelerator.reduce(loss.detach().float() * weight, reduction="sum").item()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    if count % params.grad_accumulation:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        total, count = total + value, count + 1
     if count == 0:
         raise ValueError("make_batches yielded no batch")
     return total / count
@@ -215,14 +264,4 @@ def _log_stop(name: str, stopped_by: str, state: dict, params: TrainingConfig) -
                     minutes, best)
 
 
-def _to_device(batch, device: torch.device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
-
+_END = object()
