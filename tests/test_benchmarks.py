@@ -109,3 +109,12 @@ def test_bench_readers_prints_lines_per_second_and_peak_memory(fmt):
     assert figure(r"in [\d.]+ s: ([\d,]+) lines/s", out) > 0
     assert figure(r"peak RSS: ([\d,]+) MiB", out) > 0
     assert figure(r"final tables: ([\d.]+) MiB", out) > 0
+
+
+def test_device_check_dry_run_times_both_steps_on_the_cpu():
+    out = bench("device_check.py", "--device", "cpu", "--pipelines", "data_processing", "--users", "2")
+    assert re.search(r"quick run on cpu: [\d.]+s, 3 nodes", out), out
+    assert "CPU in float32, cpu in float32" in out
+    assert figure(r"yes/no training epoch +[\d.]+ +[\d.]+ +([\d.]+)x", out) > 0
+    assert figure(r"sampled scoring, 2 splits +[\d.]+ +[\d.]+ +([\d.]+)x", out) > 0
+    assert "peak GPU memory: - (no GPU)" in out

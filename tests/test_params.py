@@ -28,13 +28,28 @@ def with_value(parameters: dict, dotted_key: str, value) -> dict:
     return changed
 
 
-@pytest.mark.parametrize("env", ["base", "quick", "amazon"])
+@pytest.mark.parametrize("env", ["base", "quick", "amazon", "gpu"])
 def test_every_shipped_environment_validates(env, amazon_dir):
     parameters = conf_parameters(env)
     if env == "amazon":  # its files go under data/01_raw/, which a checkout lacks: the shared copy stands in
         assert parameters["dataset"]["items"] == "data/01_raw/amazon-scientific/items.csv"
         parameters["dataset"] |= csv_params(amazon_dir)["dataset"]
     validate_parameters(parameters)
+
+
+def test_training_processes_sets_every_training_section_and_gpu_has_the_papers_epochs():
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": "quick"},
+                               runtime_params={"training": {"processes": 2}})
+    p = validate_parameters(copy.deepcopy(dict(loader["parameters"])))
+    sections = [p.sasrec.training, p.alignment.training, p.laser.training, p.fusion.training, p.fusion.preference.training,
+                p.trsr.training, p.dmpo.sft, p.dmpo.preference, p.dmpo_transfer.sft, p.dmpo_transfer.preference]
+    assert p.training.processes == 2 and [t.processes for t in sections] == [2] * len(sections)
+    assert {t.processes for t in (validate_parameters(conf_parameters("base")).trsr.training,)} == {1}
+    with pytest.raises(ParameterError, match=r"training\.processes: Input should be greater than or equal to 1"):
+        validate_parameters(with_value(conf_parameters("base"), "training.processes", 0))
+    gpu = validate_parameters(conf_parameters("gpu"))
+    assert (gpu.laser.stage1_epochs, gpu.laser.training.epochs, gpu.trsr.training.epochs) == (15, 20, 5)
+    assert (gpu.dmpo.sft.epochs, gpu.dmpo.preference.epochs, gpu.evaluation.llm_user_sample) == (5, 3, None)
 
 
 def not_a_gguf(tmp_path: Path) -> str:

@@ -7,6 +7,8 @@ plain dicts from Kedro and turn their section into the model with ``Section.mode
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
 from pydantic import model_validator
 
 from llm_seqrec.params.base import Strict, validate_section
@@ -30,12 +32,22 @@ from llm_seqrec.params.llm_models import (
     SummaryTemplatesParams,
     TRSRParams,
 )
+from llm_seqrec.training.config import TrainingConfig
+
+PROCESSES = get_type_hints(TrainingConfig, include_extras=True)["processes"]  # its bound, once
 
 
 class TrackingParams(Strict):
     # Log every kedro run to MLflow through kedro-mlflow (conf/base/mlflow.yml: a local file store
     # under mlruns/), with one nested run per trained model.
     mlflow: bool = True
+
+
+class ProcessesParams(Strict):
+    """The top-level ``training`` section: the processes every model's ``training.processes`` reads
+    (``--params=training.processes=2``), with ``TrainingConfig``'s bound."""
+
+    processes: PROCESSES = 1
 
 
 class ProjectParams(Strict):
@@ -56,6 +68,7 @@ class ProjectParams(Strict):
     dmpo: DMPOParams = DMPOParams()
     dmpo_transfer: DMPOTransferParams = DMPOTransferParams(train_dataset=DatasetParams(name="ml-100k"))
     tracking: TrackingParams = TrackingParams()
+    training: ProcessesParams = ProcessesParams()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ProjectParams":
@@ -76,6 +89,6 @@ class ProjectParams(Strict):
 __all__ = [
     "BITUNING_FAMILIES", "FUSION_ABLATIONS", "LASER_ABLATIONS", "MOVIELENS_ITEMS", "AlignmentParams", "BackboneParams",
     "DMPOParams", "DMPOTransferParams", "DataProcessingParams", "DatasetParams", "EvaluationParams", "FusionParams", "ItemEmbeddingParams",
-    "LaserModelParams", "LaserParams", "ProjectParams", "SASRecParams", "SASRecTextParams", "Strict", "SummarizationParams",
+    "LaserModelParams", "LaserParams", "ProcessesParams", "ProjectParams", "SASRecParams", "SASRecTextParams", "Strict", "SummarizationParams",
     "SummaryTemplatesParams", "TRSRParams", "TrackingParams", "catalogue_size_bound", "validate_section",
 ]

@@ -86,6 +86,21 @@ def load_ra_rec(aligner_model: dict, llm: Backbone, item_catalog: pd.DataFrame, 
                  backbone_dtype=llm.dtype_name, query_batch_size=query_batch_size, progress=progress, backbone_name=llm.name)
 
 
+def shard_histories(batch: dict, rank: int, world: int) -> tuple[dict | None, float]:
+    """``fit``'s ``shard`` for an alignment batch (``PromptLayout.batch`` + targets and negatives):
+    process ``rank``'s contiguous rows, with the ID positions of those rows (``id_rows`` renumbered),
+    weighted by its share of the rows. The in-batch terms of the loss see only the process's rows."""
+    n = len(batch["ids"])
+    lo, hi = n * rank // world, n * (rank + 1) // world
+    if lo == hi:
+        return None, 0.0
+    ids = (batch["id_rows"] >= lo) & (batch["id_rows"] < hi)
+    part = {k: v[ids] for k, v in batch.items() if k in ("id_cols", "id_items")}
+    part["id_rows"] = batch["id_rows"][ids] - lo
+    part.update({k: v[lo:hi] for k, v in batch.items() if k not in part})
+    return part, (hi - lo) / n
+
+
 def train_aligner(
     alignment_samples: pd.DataFrame,
     user_sequences: pd.DataFrame,
@@ -159,6 +174,7 @@ def train_aligner(
         training,
         "aligner",
         run_config,
+        shard=shard_histories,
     )
 
     llm_unchanged = weights_fingerprint(llm.model.state_dict().items()) == llm_before

@@ -121,6 +121,7 @@ def preference_tune_bituning(
     log = fit_preference(ranker, name, examples, valid, summaries, preference, exclude_seen=exclude_seen)
     config = {key: value for key, value in adapter["config"].items() if key != "model"}
     settings = json.loads(json.dumps(asdict(preference), default=str))  # paths as strings, as the parameters hold them
+    del settings["training"]["processes"]  # how many processes shared the batches does not name the model
     return ranker.net.to_artifact(**config, preference=settings), log.assign(backbone_dtype=llm.dtype_name)
 
 

@@ -37,4 +37,7 @@ class TrainingConfig:
     checkpoint_dir: Path | None = None  # where resumable checkpoints go; None = no checkpoints
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Processes that share each batch (training.processes: README "Processes, Accelerate and GPUs"):
+    # 1 trains here; N > 1 forks N (CPU: gloo; CUDA: one per GPU, NCCL), the same examples per step.
+    processes: Annotated[int, Ge(1)] = 1
     progress: bool = True

@@ -3,7 +3,8 @@ training items, early stopping on full-ranking NDCG@10 at the ``valid`` cutoff o
 
 Each batch's mean loss is weighted by its share of the epoch's target positions, so that an epoch
 optimises the mean over every position however the batches group them (length buckets do not
-up-weight the positions of short histories).
+up-weight the positions of short histories). The same weights make the batch's loss the sum of its
+parts' when several processes share a batch (``shard_users``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def output_matmul_dtype(device: torch.device, requested: str) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
+def shard_users(batch: dict, rank: int, world: int) -> tuple[dict | None, float]:
+    """``fit``'s ``shard`` for SASRec batches: process ``rank``'s contiguous rows (the sampled negatives
+    shared), with weight 1, since each part's loss is already weighted by its own target positions."""
+    n = len(batch["item_seq"])
+    lo, hi = n * rank // world, n * (rank + 1) // world
+    if lo == hi:
+        return None, 0.0
+    return {k: v if k == "negatives" else v[lo:hi] for k, v in batch.items()}, 1.0
+
+
 def eval_user_sample(user_sequences: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """The seeded users whose validation metric early stopping reads (in ``user_sequences`` order); all when ``n`` is None."""
     if n is None or n >= len(user_sequences):
@@ -132,7 +143,7 @@ def train_sasrec(
     }
     if isinstance(model, SASRecText):
         run_config["text_vectors"] = weights_fingerprint({"text_vectors": model.text_vectors})
-    result = fit(model, loss_fn, make_batches, validate, training, name, run_config)
+    result = fit(model, loss_fn, make_batches, validate, training, name, run_config, shard=shard_users)
     return model, result
 
 

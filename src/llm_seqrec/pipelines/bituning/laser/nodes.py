@@ -23,7 +23,8 @@ def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec
     """Model ``model`` of ``family`` trained in its two stages: its adapter and training log."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
-    settings = {name: getattr(params, name) for name in LaserModelParams.model_fields}
+    # id_model names the artifact handed over as the frozen ID model, not a setting of the training
+    settings = {name: getattr(params, name) for name in LaserModelParams.model_fields if name != "id_model"}
     id_model = _id_model(params, sasrec_model, sasrec_text_model)
     return train_bituning(_backbone(backbone, params), model, user_sequences, item_catalog, id_model, user_summaries,
                           aligned_item_embeddings, **settings, exclude_seen=exclude_seen)
