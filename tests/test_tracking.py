@@ -25,9 +25,10 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
     client = MlflowClient(tracking_uri=(kedro_project / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("llm_seqrec")
     runs = client.search_runs([experiment.experiment_id])
-    nested = [run for run in runs if run.data.tags.get("model") == "sasrec"]
-    assert len(runs) == 2 and len(nested) == 1  # the kedro run and the model trained in it
-    parent, model = next(run for run in runs if run not in nested), nested[0]
+    models = {run.data.tags.get("model"): run for run in runs if "model" in run.data.tags}
+    assert len(runs) == 3 and set(models) == {"sasrec", "sasrec_text"}  # the kedro run and the two models trained in it
+    parent, model = next(run for run in runs if "model" not in run.data.tags), models["sasrec"]
+    assert models["sasrec_text"].data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert model.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert model.data.tags["dataset"] == "amazon-scientific" and model.info.run_name == "amazon-scientific/sasrec"
 
@@ -44,4 +45,4 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
     assert artifact.parent.parent == layer_path(kedro_project, "06_models", "sasrec") and artifact.is_dir()
 
     run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": False}})
-    assert len(client.search_runs([experiment.experiment_id])) == 2  # nothing logged with tracking off
+    assert len(client.search_runs([experiment.experiment_id])) == 3  # nothing logged with tracking off

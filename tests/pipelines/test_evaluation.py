@@ -39,26 +39,30 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     metrics = pd.read_csv(data / "08_reporting" / "metrics.csv")
     assert list(metrics.columns) == METRIC_COLUMNS
     assert set(metrics["dataset"]) == {"amazon-scientific"}
-    assert set(metrics["model"]) == {"pop", "sasrec", "llm_zeroshot"}
+    assert set(metrics["model"]) == {"pop", "sasrec", "sasrec_text", "llm_zeroshot"}
     assert (metrics["metric"] == metrics["metric"].str.lower()).all()
     assert metrics["value"].between(0, 1).all()
     users = metrics.groupby("model")["users"].agg(set).to_dict()
-    both = {"all", f"sample{SAMPLE}"}
-    assert users == {"pop": both, "sasrec": both, "llm_zeroshot": {f"sample{SAMPLE}"}}
+    full_rankers = {"all", f"sample{SAMPLE}", "cold_items"}  # every user, the LLM sample, the cold-item slice
+    assert users == {"pop": full_rankers, "sasrec": full_rankers, "sasrec_text": full_rankers,
+                     "llm_zeroshot": {f"sample{SAMPLE}"}}
+    cold = metrics[metrics["users"] == "cold_items"]
+    assert set(cold["protocol"]) == {"full"} and set(cold["split"]) == {"test"}
+    assert 0 < cold["n_users"].iloc[0] < len(sequences)
     on_sample = metrics[metrics["users"] == f"sample{SAMPLE}"]
     assert set(on_sample["n_users"]) == {SAMPLE}
     sampled_test = on_sample[(on_sample["protocol"] == "sampled") & (on_sample["split"] == "test")]
-    assert set(sampled_test["model"]) == {"pop", "sasrec", "llm_zeroshot"}
+    assert set(sampled_test["model"]) == {"pop", "sasrec", "sasrec_text", "llm_zeroshot"}
     assert set(metrics.loc[metrics["users"] == "all", "n_users"]) == {len(sequences)}
     dtypes = metrics.groupby("model")["backbone_dtype"].agg(lambda d: set(d.fillna(""))).to_dict()
-    assert dtypes == {"pop": {""}, "sasrec": {""}, "llm_zeroshot": {AUTO_DTYPE}}  # only the LLM row has one
+    assert dtypes == {"pop": {""}, "sasrec": {""}, "sasrec_text": {""}, "llm_zeroshot": {AUTO_DTYPE}}  # only the LLM row has one
 
     table = (data / "08_reporting" / "metrics.md").read_text()
     assert "## amazon-scientific · sampled ranking · test split · seeded user sample" in table
     assert (data / "08_reporting" / "metrics.png").stat().st_size > 0
     assert metrics["std_error"].notna().all() and (metrics["std_error"] >= 0).all()
     paired = pd.read_csv(data / "08_reporting" / "paired_tests.csv")
-    assert set(paired["baseline"]) == {"sasrec"} and set(paired["model"]) == {"pop", "llm_zeroshot"}
+    assert set(paired["baseline"]) == {"sasrec"} and set(paired["model"]) == {"pop", "sasrec_text", "llm_zeroshot"}
     assert paired["p_value"].between(0, 1).all() and "paired tests" in table
     assert (data / "08_reporting" / "amazon-scientific" / "learning_curves.png").stat().st_size > 0
     assert (data / "08_reporting" / "metrics.html").read_text().count("<h2>") == table.count("\n## ")
