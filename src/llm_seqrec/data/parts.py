@@ -1,4 +1,4 @@
-"""A folder of parquet parts keyed by content: the store under the summary cache and the score cache.
+"""A folder of parquet parts keyed by content: the store under the summary, item-embedding and score caches.
 
 Each ``write`` puts one new part under a temporary name and renames it into place (``files.atomic_write``),
 so an interrupted run keeps every part it finished and a reader never meets half a part. Parts are never
@@ -44,3 +44,31 @@ class PartsStore:
         name = f"part-{time.time_ns():020d}-{os.getpid()}.parquet"
         atomic_write(self.folder / name, lambda tmp: pq.write_table(table, tmp))
         return table.to_pandas()
+
+
+class KeyedParts:
+    """A handle on a parts folder read whole (the summary and item-embedding caches; each subclass sets
+    ``schema``): its rows, and appending the rows whose keys are new."""
+
+    schema: pa.Schema
+
+    def __init__(self, folder: str | Path) -> None:
+        self.store = PartsStore(folder, self.schema)
+        self.folder = self.store.folder
+        self._frame = self.store.read()
+
+    def __len__(self) -> int:
+        return len(self._frame)
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self._frame["key"])
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Persist the rows of ``frame`` whose keys are new, as one part written atomically."""
+        new = frame[~frame["key"].isin(self.keys)].drop_duplicates("key")
+        if not new.empty:
+            self._frame = pd.concat([self._frame, self.store.write(new)], ignore_index=True)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self._frame.copy()

@@ -4,12 +4,9 @@ appended again."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
 import pyarrow as pa
 
-from llm_seqrec.data.parts import PartsStore
+from llm_seqrec.data.parts import KeyedParts
 from llm_seqrec.datasets.parts_cache import PartsCacheDataset
 from llm_seqrec.llm.summarize import CACHE_COLUMNS
 
@@ -22,33 +19,14 @@ _TYPES = {
 SCHEMA = pa.schema([(name, _TYPES[name]) for name in CACHE_COLUMNS])
 
 
-class SummaryCache:
+class SummaryCache(KeyedParts):
     """A handle on the cache folder: which keys it holds, their summaries, and appending new rows."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.store = PartsStore(folder, SCHEMA)
-        self.folder = self.store.folder
-        self._frame = self.store.read()
-
-    def __len__(self) -> int:
-        return len(self._frame)
-
-    @property
-    def keys(self) -> set[str]:
-        return set(self._frame["key"])
+    schema = SCHEMA
 
     def summaries(self) -> dict[str, str]:
         """key -> summary text."""
         return dict(zip(self._frame["key"], self._frame["summary"], strict=True))
-
-    def append(self, frame: pd.DataFrame) -> None:
-        """Persist the rows of ``frame`` whose keys are new, as one part written atomically."""
-        new = frame[~frame["key"].isin(self.keys)].drop_duplicates("key")
-        if not new.empty:
-            self._frame = pd.concat([self._frame, self.store.write(new)], ignore_index=True)
-
-    def to_frame(self) -> pd.DataFrame:
-        return self._frame.copy()
 
 
 class SummaryCacheDataset(PartsCacheDataset):

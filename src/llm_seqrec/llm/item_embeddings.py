@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -33,7 +32,7 @@ from pydantic import ConfigDict
 from tqdm.auto import tqdm
 
 from llm_seqrec.data.fingerprint import data_fingerprint
-from llm_seqrec.data.parts import PartsStore
+from llm_seqrec.data.parts import KeyedParts
 from llm_seqrec.data.validation import items_without_text
 from llm_seqrec.llm.backbone import Backbone, truncate
 from llm_seqrec.llm.device import choose_device, cpu_has_fast_bf16
@@ -86,30 +85,15 @@ def item_key(backbone_name: str, dtype: str, settings: ItemEmbeddingSettings, te
     return data_fingerprint(CACHE_VERSION, backbone_name, dtype, settings.key_settings(), text)
 
 
-class ItemEmbeddingCache:
-    """A handle on the cache folder: the stored vectors by key, and appending new ones."""
+class ItemEmbeddingCache(KeyedParts):
+    """A handle on the cache folder: the stored vectors by key, and appending new ones (``key``, ``embedding``)."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.store = PartsStore(folder, SCHEMA)
-        self.folder = self.store.folder
-        self._frame = self.store.read()
-
-    def __len__(self) -> int:
-        return len(self._frame)
+    schema = SCHEMA
 
     def vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of those of ``keys`` the cache holds."""
         found = self._frame[self._frame["key"].isin(set(keys))]
         return {k: np.asarray(v, dtype=np.float32) for k, v in zip(found["key"], found["embedding"], strict=True)}
-
-    def append(self, frame: pd.DataFrame) -> None:
-        """Persist the rows (``key``, ``embedding``) whose keys are new, as one part written atomically."""
-        new = frame[~frame["key"].isin(set(self._frame["key"]))].drop_duplicates("key")
-        if not new.empty:
-            self._frame = pd.concat([self._frame, self.store.write(new)], ignore_index=True)
-
-    def to_frame(self) -> pd.DataFrame:
-        return self._frame.copy()
 
 
 def pooled_states(backbone: Backbone, texts: Sequence[str], settings: ItemEmbeddingSettings, depths: Sequence[int],
