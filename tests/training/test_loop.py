@@ -145,15 +145,17 @@ def interrupt_after(epoch: int):
     return callback
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
-    params = training_params(epochs=6, patience=10)
-    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "resume")
-
-    checkpointed = replace(params, checkpoint_dir=tmp_path)
+def interrupted_and_resumed(params: TrainingConfig, name: str, checkpoint_dir) -> tuple:
+    """An uninterrupted fit, and the same fit interrupted after its 2nd epoch then resumed from its checkpoint."""
+    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, name)
+    checkpointed = replace(params, checkpoint_dir=checkpoint_dir)
     with pytest.raises(Interrupt):
-        fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume",
-            on_epoch_end=interrupt_after(2))
-    resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume")
+        fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, name, on_epoch_end=interrupt_after(2))
+    return fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, name), expected
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    resumed, expected = interrupted_and_resumed(training_params(epochs=6, patience=10), "resume", tmp_path)
     assert_same_result(resumed, expected)
 
 
@@ -365,12 +367,7 @@ def test_a_best_point_inside_an_epoch_gives_the_weights_and_patience_counts_from
 
 def test_resume_with_validation_inside_epochs_equals_an_uninterrupted_run(tmp_path):
     params = training_params(epochs=4, patience=10, validate_every_examples=12)
-    expected = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, params, "resume_within")
-    checkpointed = replace(params, checkpoint_dir=tmp_path)
-    with pytest.raises(Interrupt):
-        fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume_within",
-            on_epoch_end=interrupt_after(2))
-    resumed = fit(dropout_model(), mse, shuffled_batches(8), negative_mse, checkpointed, "resume_within")
+    resumed, expected = interrupted_and_resumed(params, "resume_within", tmp_path)
     assert_same_result(resumed, expected)
     assert [r["examples_seen"] for r in resumed.history] == [32, 64, 96, 128]
 
