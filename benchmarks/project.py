@@ -4,6 +4,7 @@ benchmark never reads or overwrites anything under the repository's data/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -81,9 +82,9 @@ def processed_tables(dataset: str, max_users: int | None = None) -> dict[str, pd
                 for path in sorted((project / "data" / layer / dataset).glob("*.parquet"))}
 
 
-def timed_kedro_run(project: Path, options: list[str]) -> tuple[float, dict[str, float], int, str]:
+def timed_kedro_run(project: Path, options: list[str], log: Path | None = None) -> tuple[float, dict[str, float], int, str]:
     """`kedro run <options>` in ``project``; total seconds, seconds per node, exit code, output tail.
-    Each node's start is printed as it comes."""
+    Each node's start is printed as it comes; the whole output is written to ``log`` when given."""
     logging_yml = project / "logging.yml"
     logging_yml.write_text(LOGGING)
     command = [str(Path(sys.executable).with_name("kedro")), "run", *options]
@@ -93,10 +94,13 @@ def timed_kedro_run(project: Path, options: list[str]) -> tuple[float, dict[str,
     node_seconds: dict[str, float] = {}
     node_started = started  # nodes run one at a time: the last "Running node" is the one completing
     tail: list[str] = []
-    with subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+    with (open(log, "w") if log else contextlib.nullcontext()) as log_file, \
+            subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
         for line in process.stdout:
             now = time.perf_counter()
+            if log_file:
+                log_file.write(line)
             tail = (tail + [line])[-40:]
             if match := RUNNING.match(line):  # the node's name without its namespace
                 node_started = now
