@@ -373,8 +373,29 @@ def test_resume_with_validation_inside_epochs_equals_an_uninterrupted_run(tmp_pa
 
 
 def test_an_unset_newer_setting_stays_out_of_the_checkpoint(tmp_path):
-    # So checkpoints written before validate_every_examples existed still match and resume.
+    # So checkpoints written before validate_every_examples and lr_decay existed still match and resume.
     fit(nn.Linear(FEATURES, 1), mse, shuffled_batches(8), negative_mse, training_params(epochs=1, checkpoint_dir=tmp_path),
         "older")
     saved = torch.load(tmp_path / "older.pt", weights_only=True)
-    assert "validate_every_examples" not in saved["config"]["training"] and "eval_every" in saved["config"]["training"]
+    assert {"validate_every_examples", "lr_decay"}.isdisjoint(saved["config"]["training"])
+    assert "eval_every" in saved["config"]["training"]
+
+
+def test_lr_decay_gives_each_epoch_lr_times_decay_to_the_epoch():
+    # AdamW's steps on a constant gradient (no weight decay) move a parameter by lr each: one step per epoch
+    # shows that epoch's learning rate.
+    def moved(**overrides) -> float:
+        model = nn.Linear(1, 1, bias=False)
+        nn.init.zeros_(model.weight)
+        fit(model, lambda m, batch: m.weight.sum(), lambda epoch, generator: [torch.zeros(1)], None,
+            training_params(epochs=3, lr=0.1, **overrides), "decay")
+        return -model.weight.item()
+
+    assert moved(lr_decay=0.5) == pytest.approx(0.1 + 0.05 + 0.025, rel=1e-6)
+    assert moved() == pytest.approx(0.3, rel=1e-6)  # None: a constant lr
+
+
+def test_resume_with_lr_decay_equals_an_uninterrupted_run(tmp_path):
+    resumed, expected = interrupted_and_resumed(training_params(epochs=5, patience=10, lr_decay=0.5), "resume_decay",
+                                                tmp_path)
+    assert_same_result(resumed, expected)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 from pydantic import ConfigDict
 
 
@@ -19,6 +19,9 @@ class TrainingConfig:
     batch_size: Annotated[int, Ge(1)] = 128
     grad_accumulation: Annotated[int, Ge(1)] = 1
     lr: Annotated[float, Gt(0)] = 1e-3
+    # Exponential decay per epoch: epoch e (0-based) trains at lr * lr_decay ** e, so that validation
+    # plateaus and early stopping ends the run sooner. None = a constant lr.
+    lr_decay: Annotated[float, Gt(0), Le(1)] | None = None
     weight_decay: Annotated[float, Ge(0)] = 0.0
     patience: Annotated[int, Ge(1)] = 5  # epochs without a better validation metric before stopping
     # A time budget (minutes of training, validation included, across resumed runs): a group of

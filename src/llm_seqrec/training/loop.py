@@ -1,9 +1,9 @@
 """The one training loop every model in the project uses.
 
-``fit`` owns what is the same for every model: device, seeding, AdamW over the trainable parameters,
-gradient accumulation, autocast (``precision``), validation every ``eval_every`` epochs (and, with
-``validate_every_examples``, inside epochs: a learning curve's points) with early stopping on a
-higher-is-better metric, the best weights, a per-epoch history, and resumable checkpoints (at epoch
+``fit`` owns what is the same for every model: device, seeding, AdamW over the trainable parameters
+(its learning rate decayed per epoch with ``lr_decay``), gradient accumulation, autocast (``precision``),
+validation every ``eval_every`` epochs (and, with ``validate_every_examples``, inside epochs: a learning
+curve's points) with early stopping on a higher-is-better metric, the best weights, a per-epoch history, and resumable checkpoints (at epoch
 ends). The model supplies only ``loss_fn``, ``make_batches`` and ``validate``; when training stops, and
 why, is ``stopping.py``'s.
 
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 # Settings that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "max_minutes", "progress", "checkpoint_dir", "device", "processes"})
 # Settings left out of a checkpoint's configuration while unset, so checkpoints written before they existed resume.
-NEWER_SETTINGS = frozenset({"validate_every_examples"})
+NEWER_SETTINGS = frozenset({"validate_every_examples", "lr_decay"})
 
 
 @dataclass
@@ -154,6 +154,9 @@ def _fit(model, loss_fn, make_batches, validate, params: TrainingConfig, name: s
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+        if params.lr_decay is not None:  # a function of the epoch alone, so a resumed run continues it
+            for group in optimizer.param_groups:
+                group["lr"] = params.lr * params.lr_decay ** epoch
         # Examples of this fit before the epoch (None after resuming a checkpoint that did not count them).
         before = state["history"][-1].get("examples_seen") if state["history"] else 0
         within = []
