@@ -86,9 +86,9 @@ def print_tables(results: Path) -> None:
             paired = "" if int(r.layers) == max(values) else f"{diff.mean():+.4f} ± {standard_error(diff):.4f} ({len(common)} users)"
             print(f"| {model} | {r.layers} | {r.metric} | {v.mean():.4f} ± {standard_error(v.to_numpy()):.4f} | {r.users} | "
                   f"{r.train_s:.1f} | {r.score_s:.1f} | {r.dtype} | {paired} |")
-    extra = sorted({s for s in runs["depth_set"] if s})
+    extra = sorted({(m, s) for m, s in zip(runs["model"], runs["depth_set"], strict=True) if s})
     if extra:
-        print(f"per-depth params: {'; '.join(f'{m}: {s}' for m, s in zip(runs['model'], runs['depth_set'], strict=True) if s and s in extra)}")
+        print(f"per-depth params: {'; '.join(f'{m}: {s}' for m, s in extra)}")
 
 
 def main() -> None:

@@ -109,3 +109,15 @@ def test_kedro_run_refuses_bad_parameters_before_writing_anything(kedro_project,
     assert process.returncode != 0
     assert "summarization.block_size" in output and "dataset.k_core" in output  # every offending key at once
     assert not [path for path in (kedro_project / "data").rglob("*") if path.is_file()]
+
+
+def test_a_sections_depth_wins_over_backbone_layers_and_summarization_keeps_every_layer():
+    from llm_seqrec.params import BackboneParams, ProjectParams
+
+    assert BackboneParams().loader_kwargs()["layers"] is None  # every layer
+    cut = BackboneParams(layers=16)
+    assert [cut.loader_kwargs(depth)["layers"] for depth in (None, 8, "all")] == [16, 8, None]
+    for env in ("base", "quick", "amazon"):
+        params = ProjectParams.model_validate(with_value(conf_parameters(env), "backbone.layers", 4))
+        assert params.summarization.layers == "all"  # generation: never truncated by backbone.layers
+        assert params.backbone.loader_kwargs(params.summarization.layers)["layers"] is None
