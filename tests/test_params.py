@@ -72,7 +72,7 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("backbone.gguf_file", "model.gguf", r"backbone\.gguf_file needs backbone\.path"),
         ("backbone.layers", 0, r"backbone\.layers: Input should be greater than or equal to 1"),
         ("backbone.layers", 31, r"backbone\.layers=31: the backbone has 30 decoder layers, give 1\.\.30"),
-        ("trsr.layers", 0, r"trsr\.layers\.int: Input should be greater than or equal to 1"),
+        ("trsr.layers", 0, r"trsr\.layers\.constrained-int: Input should be greater than or equal to 1"),
         ("laser.layers", "half", r"laser\.layers\.literal\['all'\]: Input should be 'all'"),
         ("fusion.layers", 31, r"fusion\.layers=31: the backbone has 30 decoder layers, give 1\.\.30, all, or null"),
         ("laser.ablations", {"laser_no_moe": {"layers": 40}, "laser_no_prefix": {}, "laser_no_stage1": {}},
