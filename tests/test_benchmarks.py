@@ -71,9 +71,11 @@ def test_bench_depth_prints_quality_and_seconds_per_depth():
     out = bench("bench_depth.py", "--env", "quick", "--users", "300", "--layers", "1", "2")
     for model, metric in (("laser", "full ndcg@10"), ("trsr", "sampled ndcg@5")):
         for layers in (1, 2):
-            line = rf"{model} at {layers} layers: test {metric} ([\d.]+) \(\d+ users\); train [\d.]+ s, score [\d.]+ s; dtype \w+"
+            line = rf"{model} at {layers} layers: test {metric} ([\d.]+) ± [\d.na]+ \(\d+ users\); train [\d.]+ s, score [\d.]+ s; dtype \w+"
             assert 0 <= figure(line, out) <= 1
             assert figure(rf"{model} at {layers} layers: .*; train ([\d.]+) s", out) > 0
+        # the table: each depth's paired difference from the deepest one, with its standard error
+        assert re.search(rf"\| {model} \| 1 \| {metric} \| [\d.]+ ± [\d.na]+ \| \d+ \| .* \| [+-][\d.]+ ± [\d.na]+ \(\d+ users\) \|", out), out
 
 
 def test_bench_dmpo_prints_the_saving_of_cached_reference_log_probabilities():

@@ -72,6 +72,12 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("backbone.gguf_file", "model.gguf", r"backbone\.gguf_file needs backbone\.path"),
         ("backbone.layers", 0, r"backbone\.layers: Input should be greater than or equal to 1"),
         ("backbone.layers", 31, r"backbone\.layers=31: the backbone has 30 decoder layers, give 1\.\.30"),
+        ("trsr.layers", 0, r"trsr\.layers\.constrained-int: Input should be greater than or equal to 1"),
+        ("laser.layers", "half", r"laser\.layers\.literal\['all'\]: Input should be 'all'"),
+        ("fusion.layers", 31, r"fusion\.layers=31: the backbone has 30 decoder layers, give 1\.\.30, all, or null"),
+        ("laser.ablations", {"laser_no_moe": {"layers": 40}, "laser_no_prefix": {}, "laser_no_stage1": {}},
+         r"laser\.ablations\.laser_no_moe\.layers=40: the backbone has 30"),
+        ("evaluation.zeroshot_layers", 31, r"evaluation\.zeroshot_layers=31: the backbone has 30"),
         ("evaluation.n_negatives", 5000, r"evaluation\.n_negatives=5000 distinct negatives .* at most 3883 items"),
         ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
         ("dmpo.train_dataset", {"format": "movielens", "name": "ml-100k"}, r"dmpo\.train_dataset is for dmpo_transfer"),
@@ -103,3 +109,15 @@ def test_kedro_run_refuses_bad_parameters_before_writing_anything(kedro_project,
     assert process.returncode != 0
     assert "summarization.block_size" in output and "dataset.k_core" in output  # every offending key at once
     assert not [path for path in (kedro_project / "data").rglob("*") if path.is_file()]
+
+
+def test_a_sections_depth_wins_over_backbone_layers_and_summarization_keeps_every_layer():
+    from llm_seqrec.params import BackboneParams, ProjectParams
+
+    assert BackboneParams().loader_kwargs()["layers"] is None  # every layer
+    cut = BackboneParams(layers=16)
+    assert [cut.loader_kwargs(depth)["layers"] for depth in (None, 8, "all")] == [16, 8, None]
+    for env in ("base", "quick", "amazon"):
+        params = ProjectParams.model_validate(with_value(conf_parameters(env), "backbone.layers", 4))
+        assert params.summarization.layers == "all"  # generation: never truncated by backbone.layers
+        assert params.backbone.loader_kwargs(params.summarization.layers)["layers"] is None

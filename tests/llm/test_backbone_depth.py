@@ -51,19 +51,19 @@ def test_an_adapter_trained_at_one_depth_refuses_another():
     assert artifact["config"]["backbone"].endswith("-layers2")
     LLMRecommender.from_artifact(artifact, load_backbone(dtype="float32", device="cpu", layers=2), TITLES)
     with pytest.raises(ValueError, match=r"trained at depth 2 of backbone .*, the backbone has 3 layers: "
-                                         r"set backbone\.layers=2 or retrain"):
+                                         r"set its section's layers=2 \(or backbone\.layers=2\) or retrain"):
         LLMRecommender.from_artifact(artifact, load_backbone(dtype="float32", device="cpu", layers=3), TITLES)
     full = load_backbone(dtype="float32", device="cpu")
-    with pytest.raises(ValueError, match=r"the backbone has 30 layers: set backbone\.layers=2 or retrain"):
+    with pytest.raises(ValueError, match=r"the backbone has 30 layers: set its section's layers=2 \(or backbone\.layers=2\)"):
         LLMRecommender.from_artifact(artifact, full, TITLES)
     # and one trained on every layer, put on a truncated backbone
-    with pytest.raises(ValueError, match=r"trained at full depth .* has 2 layers: set backbone\.layers=null"):
+    with pytest.raises(ValueError, match=r"trained at full depth .* has 2 layers: set its section's layers=all \(or backbone\.layers=null\)"):
         LLMRecommender(short, RecommenderConfig(head="yes_no", backbone=full.name), TITLES)
 
 
 def test_laser_adapters_check_the_depth_too(full):
     artifact = {"config": {"model": {"n_items": 3, "llm_hidden_size": full.hidden_size, "backbone": f"{full.name}-layers8"}}}
-    with pytest.raises(ValueError, match=r"trained at depth 8 .* the backbone has 30 layers: set backbone\.layers=8"):
+    with pytest.raises(ValueError, match=r"trained at depth 8 .* the backbone has 30 layers: set its section's layers=8"):
         BiTuning.from_artifact(artifact, full.model, full.name, [[1], [2], [3]])
 
 

@@ -76,7 +76,7 @@ def test_the_aligner_follows_the_backbone_depth_and_refuses_another(llm):
     assert artifact["config"]["backbone"] == short.name == f"{llm.name}-layers2"
     assert load_ra_rec(artifact, load_backbone(device="cpu", dtype="float32", layers=2), catalog).aligner.config.n_layers == 2
     with pytest.raises(ValueError, match=r"aligner_model was trained at depth 2 .* the backbone has 30 layers: "
-                                         r"set backbone\.layers=2 or retrain"):
+                                         r"set its section's layers=2 \(or backbone\.layers=2\) or retrain"):
         load_ra_rec(artifact, llm, catalog)
 
 

@@ -10,6 +10,8 @@ the modules in place, and a `kedro run` loads the backbone in some twenty nodes.
 LLM recommender are mostly redundant), cut from the copy, so the kept pristine model serves every depth.
 A truncated backbone's name ends in ``-layersN``: everything that records the name (adapters, checkpoints,
 the summary cache) then records the depth, and ``check_backbone`` refuses an adapter of another depth.
+Each LLM parameter section may set its own depth (``<section>.layers``, ``SectionDepth``), which wins over
+``backbone.layers`` for that section's nodes (``section_layers``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -35,6 +39,18 @@ from llm_seqrec.llm.model_files import check_gguf, default_model_location, resol
 logger = logging.getLogger(__name__)
 
 _DEPTH = re.compile(r"^(?P<base>.*)-layers(?P<layers>\d+)$")
+
+# A section's depth (``<section>.layers``): its nodes keep the first N decoder layers, ``all`` of them,
+# or (None) what ``backbone.layers`` says.
+SectionDepth = Annotated[int, Ge(1)] | Literal["all"] | None
+
+
+def section_layers(section: SectionDepth, default: int | None) -> int | None:
+    """The ``layers`` argument of ``load_backbone`` for a section of depth ``section`` when
+    ``backbone.layers`` is ``default`` (None = every layer)."""
+    if section is None:
+        return default
+    return None if section == "all" else section
 
 
 @dataclass
@@ -70,10 +86,11 @@ def check_backbone(trained_on: str, name: str, n_layers: int, what: str = "the a
     trained_base = trained["base"] if trained else trained_on
     if trained_base != (current["base"] if current else name):
         raise ValueError(f"{what} was trained on backbone {trained_on!r}, not {name!r}")
-    depth, setting = (f"depth {trained['layers']}", trained["layers"]) if trained else ("full depth", "null (every layer)")
+    depth, section, default = ((f"depth {trained['layers']}", trained["layers"], trained["layers"]) if trained
+                               else ("full depth", "all", "null"))
     raise ValueError(
         f"{what} was trained at {depth} of backbone {trained_base!r}, the backbone has {n_layers} layers: "
-        f"set backbone.layers={setting} or retrain"
+        f"set its section's layers={section} (or backbone.layers={default}) or retrain"
     )
 
 

@@ -32,6 +32,7 @@ from llm_seqrec.params.llm_models import (
     SummaryTemplatesParams,
     TRSRParams,
 )
+from llm_seqrec.llm.model_files import decoder_layers
 from llm_seqrec.training.config import TrainingConfig
 
 PROCESSES = get_type_hints(TrainingConfig, include_extras=True)["processes"]  # its bound, once
@@ -83,7 +84,23 @@ class ProjectParams(Strict):
                         f"{name}={value} distinct negatives cannot be drawn from data set {self.dataset.name!r}, "
                         f"which has at most {items} items"
                     )
+        deeper = {key: n for key, n in self.section_depths().items() if isinstance(n, int)}
+        if deeper and max(deeper.values()) > (total := decoder_layers(self.backbone.path, self.backbone.gguf_file)):
+            key = max(deeper, key=deeper.get)
+            raise ValueError(f"{key}={deeper[key]}: the backbone has {total} decoder layers, give 1..{total}, "
+                             "all, or null for backbone.layers")
         return self
+
+    def section_depths(self) -> dict[str, int | str | None]:
+        """Every section's own depth (``<section>.layers``, a Bi-Tuning ablation's included; None = backbone.layers)."""
+        depths = {f"{name}.layers": getattr(self, name).layers
+                  for name in ("summarization", "alignment", "trsr", "dmpo", "dmpo_transfer")}
+        depths["evaluation.zeroshot_layers"] = self.evaluation.zeroshot_layers
+        for family in BITUNING_FAMILIES:
+            section = getattr(self, family)
+            depths |= {f"{family}.layers" if model == family else f"{family}.ablations.{model}.layers": section.model(model).layers
+                       for model in section.models()}
+        return depths
 
 
 __all__ = [

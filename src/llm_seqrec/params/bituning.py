@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from llm_seqrec.llm.backbone import SectionDepth
 from llm_seqrec.models.bituning_prompts import PromptConfig
 from llm_seqrec.models.mformer import MFormerSettings
 from llm_seqrec.params.base import Strict
@@ -21,6 +22,7 @@ FUSION_ABLATIONS = ("fusion_no_summary", "fusion_no_aligned_ids", "fusion_no_pre
 class LaserModelParams(Strict):
     """One Laser model: the full ``laser`` or an ablation (``laser`` with its ``ablations`` entry applied)."""
 
+    layers: SectionDepth = None  # the backbone's depth (N, all, None = backbone.layers); adapters record it
     prefix: bool = True  # the M-Former prefix over the frozen SASRec; False = no prefix, no ID model
     id_model: Literal["sasrec", "sasrec_text"] = "sasrec"  # the frozen ID model the prefix reads (id_pretraining)
     mformer: MFormerSettings = MFormerSettings()  # models.mformer: the settings and their bounds

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from llm_seqrec.llm.backbone import SectionDepth, section_layers
 from llm_seqrec.llm.model_files import decoder_layers, resolve_model_files
 from llm_seqrec.params.base import Strict
 from llm_seqrec.llm.item_embeddings import ItemEmbeddingSettings
@@ -62,6 +63,7 @@ class EvaluationParams(Strict):
     llm_user_sample: int | None = Field(200, ge=1)  # users scored by LLM models; None = all
     zeroshot_recent_items: int = Field(10, ge=1)
     zeroshot_length_normalize: bool = True  # mean log-likelihood per title token instead of the sum
+    zeroshot_layers: SectionDepth = None  # the frozen LLM's depth for llm_zeroshot: N, all, or None = backbone.layers
     progress: bool = True  # progress bars over users while LLM models score
     example_users: int = Field(3, ge=0)  # users of the LLM sample shown with each model's top items
     paired_bootstrap: int = Field(10_000, ge=100)  # resamples of the users in each paired test (paired_tests.csv)
@@ -82,7 +84,8 @@ class BackboneParams(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     max_item_chars: int = Field(200, ge=8)  # characters of an item's text shown in a prompt
     # The first N decoder layers only (SLMRec: upper layers are mostly redundant for recommendation); None = all.
-    # Adapters record the depth they were trained at and refuse another.
+    # The default of every LLM section; a section's own ``layers`` wins. Adapters record the depth they were
+    # trained at and refuse another.
     layers: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -97,9 +100,11 @@ class BackboneParams(Strict):
                              "or null for all of them")
         return self
 
-    def loader_kwargs(self) -> dict:
-        """The arguments of ``llm.backbone.load_backbone``."""
-        return self.model_dump(include={"path", "gguf_file", "dtype", "device", "layers"})
+    def loader_kwargs(self, layers: SectionDepth = None) -> dict:
+        """The arguments of ``llm.backbone.load_backbone`` for a section of depth ``layers`` (its
+        ``<section>.layers``: N, ``all``, or None for ``backbone.layers``)."""
+        kwargs = self.model_dump(include={"path", "gguf_file", "dtype", "device"})
+        return {**kwargs, "layers": section_layers(layers, self.layers)}
 
 
 # The ``sasrec`` section: SASRec's shape and its training, defined once in the library.

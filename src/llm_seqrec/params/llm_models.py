@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from llm_seqrec.llm.backbone import SectionDepth
 from llm_seqrec.llm.generation import GenerationSettings
 from llm_seqrec.models.llm_recommender import (
     LoraSettings,
@@ -58,6 +59,8 @@ class SummarizationParams(Strict):
     """LLM-TRSR's history summaries (``summarization.*``)."""
 
     method: Literal["hierarchical", "recurrent"] = "hierarchical"
+    # It generates text, which the first N layers alone cannot write: every layer, whatever backbone.layers says.
+    layers: SectionDepth = "all"
     block_size: int = Field(5, ge=1)
     max_blocks: int = Field(4, ge=1)  # the most recent blocks kept
     item_tokens: int = Field(48, ge=4)  # tokens of an item's text shown in a prompt
@@ -80,6 +83,7 @@ AlignmentParams = AlignmentConfig
 class TRSRParams(Strict):
     """LLM-TRSR's LoRA yes/no recommender and its no-summary ablation (``trsr.*``)."""
 
+    layers: SectionDepth = None  # the backbone's depth (N, all, None = backbone.layers); adapters record it
     recent_items: RecentItems = PromptSettings.recent_items  # titles shown before the candidate (paper: 3)
     summary_tokens: SummaryTokens = PromptSettings.summary_tokens  # a summary is cut to this many tokens in the prompt
     train_users: int | None = Field(None, ge=1)  # of the users with a train-cutoff summary; None = all
@@ -93,6 +97,7 @@ class TRSRParams(Strict):
 class DMPOParams(Strict):
     """SFT, then DMPO / S-DPO preference optimisation of a LoRA title-likelihood recommender (``dmpo.*``)."""
 
+    layers: SectionDepth = None  # the backbone's depth (N, all, None = backbone.layers); adapters record it
     train_users: int = Field(256, ge=1)  # training users of sft, dmpo and sdpo (summarised users first)
     few_shot_users: list[int] = []  # sweep: an SFT + DMPO model per size (nested user sets); [] = none
     recent_items: RecentItems = 5

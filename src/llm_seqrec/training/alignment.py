@@ -20,7 +20,7 @@ from pydantic import ConfigDict
 from llm_seqrec.data.fingerprint import data_fingerprint, weights_fingerprint
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.evaluation.scoring import validation_metric
-from llm_seqrec.llm.backbone import Backbone, check_backbone
+from llm_seqrec.llm.backbone import Backbone, SectionDepth, check_backbone
 from llm_seqrec.models.aligner import AlignerConfig, IDAligner, RARec
 from llm_seqrec.models.aligner_prompt import PROMPT_KEYS, prompt_layout
 from llm_seqrec.training.config import TrainingConfig
@@ -40,6 +40,8 @@ class AlignmentConfig:
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
+    # The backbone's depth its nodes load (N, all, None = backbone.layers); the aligner has one prefix per layer.
+    layers: SectionDepth = None
     # Tailored data (data/alignment_samples.py).
     samples: Annotated[int, Ge(1)] = 256  # budget of (history, target) training samples
     length_buckets: Annotated[int, Ge(1)] = 4  # quantile buckets of users' history lengths

@@ -36,8 +36,10 @@ def make_alignment_samples(user_sequences: pd.DataFrame, item_catalog: pd.DataFr
     )
 
 
-def _backbone(backbone: dict, training_device: str) -> Backbone:
-    return check_training_device(load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs()), training_device)
+def _backbone(backbone: dict, params: AlignmentParams) -> Backbone:
+    """The frozen LLM at ``alignment.layers``, where the aligner trains (``training.device``)."""
+    return check_training_device(load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs(params.layers)),
+                                 params.training.device)
 
 
 def train_aligner(
@@ -55,7 +57,7 @@ def train_aligner(
     parameter)."""
     params = validate_section(AlignmentParams, alignment)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
-    llm = _backbone(backbone, params.training.device)
+    llm = _backbone(backbone, params)
     table = {"sasrec": id_item_embeddings, "sasrec_text": sasrec_text_item_embeddings}[params.id_model]
     return fit_aligner(alignment_samples, user_sequences, item_catalog, table, llm, params, exclude_seen)
 
@@ -91,7 +93,7 @@ def score_ra_rec(
     passes ``eval_batch_size`` users at a time, then ranks them all at once)."""
     params = validate_section(AlignmentParams, alignment)
     eval_params = EvaluationParams.model_validate(evaluation)
-    llm = _backbone(backbone, params.training.device)
+    llm = _backbone(backbone, params)
     model = load_ra_rec(aligner_model, llm, item_catalog, params.eval_batch_size, eval_params.progress)
     users = llm_user_sample(user_sequences, eval_params.llm_user_sample, eval_params.seed)
     return score_table(model, user_sequences, eval_candidates, exclude_seen=eval_params.exclude_seen, users=users,

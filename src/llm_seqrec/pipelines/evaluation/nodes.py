@@ -47,7 +47,7 @@ def score_llm_zeroshot(
     params = EvaluationParams.model_validate(evaluation)
     backbone_params = BackboneParams.model_validate(backbone)
     model = ZeroShotLLM(
-        load_backbone(**backbone_params.loader_kwargs()),
+        load_backbone(**backbone_params.loader_kwargs(params.zeroshot_layers)),
         item_titles(item_catalog, backbone_params.max_item_chars),
         recent_items=params.zeroshot_recent_items,
         length_normalize=params.zeroshot_length_normalize,

@@ -58,7 +58,7 @@ def summarize_histories(
 ) -> pd.DataFrame:
     """Every row's final summary; new summaries go to ``summary_cache`` chunk by chunk as they finish."""
     params = SummarizationParams.model_validate(summarization)
-    llm = load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs())
+    llm = load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs(params.layers))
     requests = [
         Request(int(u), c, tuple(tuple(int(i) for i in block) for block in user_blocks))
         for u, c, user_blocks in zip(blocks["user_idx"], blocks["cutoff"], blocks["blocks"], strict=True)

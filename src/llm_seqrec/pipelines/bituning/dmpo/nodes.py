@@ -85,7 +85,7 @@ class _Context:
         self.summaries = summaries_by_cutoff(user_summaries)
 
     def load_backbone(self) -> Backbone:
-        return load_backbone(**self.backbone.loader_kwargs())
+        return load_backbone(**self.backbone.loader_kwargs(self.params.layers))
 
     def validate(self, n_users: int | None, seed: int):
         users = validation_users(self.user_sequences, self.eval_candidates, self.evaluation.llm_user_sample,
@@ -150,7 +150,7 @@ def compute_reference_logprobs(sft_adapter: dict, training_examples: pd.DataFram
     adapter, computed once; ``sft_adapter`` names the adapter state they came from."""
     params = DMPOParams.model_validate(dmpo)
     backbone_params = BackboneParams.model_validate(backbone)
-    model = LLMRecommender.from_artifact(sft_adapter, load_backbone(**backbone_params.loader_kwargs()),
+    model = LLMRecommender.from_artifact(sft_adapter, load_backbone(**backbone_params.loader_kwargs(params.layers)),
                                          prompt_batch=params.prompt_batch)
     examples = table_examples(training_examples, params.train_users)
     reference = reference_logprobs(model, examples, item_titles(training_items, backbone_params.max_item_chars))
@@ -186,13 +186,13 @@ def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Dat
     """``sft_scores`` / ``dmpo_scores`` / ``sdpo_scores``: each shared candidate's title log-likelihood
     (per token where the adapter says so; ``dmpo.prompt_batch`` prompts per forward), with the ``model``
     column; a user without a summary at a cutoff is shown none."""
-    prompt_batch = DMPOParams.model_validate(dmpo).prompt_batch
+    params = DMPOParams.model_validate(dmpo)
     eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
     table, name = adapter_scores(
-        adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
+        adapter, load_backbone(**backbone_params.loader_kwargs(params.layers)), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress, cache=score_cache,
-        prompt_batch=prompt_batch,
+        prompt_batch=params.prompt_batch,
     )
     return table.assign(model=name)
 

@@ -23,8 +23,9 @@ def train_laser(user_sequences: pd.DataFrame, item_catalog: pd.DataFrame, sasrec
     """Model ``model`` of ``family`` trained in its two stages: its adapter and training log."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     exclude_seen = EvaluationParams.model_validate(evaluation).exclude_seen
-    # id_model names the artifact handed over as the frozen ID model, not a setting of the training
-    settings = {name: getattr(params, name) for name in LaserModelParams.model_fields if name != "id_model"}
+    # id_model names the artifact handed over as the frozen ID model and layers the backbone's depth
+    # (``_backbone``), not settings of the training
+    settings = {name: getattr(params, name) for name in LaserModelParams.model_fields if name not in ("id_model", "layers")}
     id_model = _id_model(params, sasrec_model, sasrec_text_model)
     return train_bituning(_backbone(backbone, params), model, user_sequences, item_catalog, id_model, user_summaries,
                           aligned_item_embeddings, **settings, exclude_seen=exclude_seen)
@@ -66,6 +67,6 @@ def _id_model(params: LaserModelParams, sasrec_model: dict, sasrec_text_model: d
 
 
 def _backbone(backbone: dict, params: LaserModelParams) -> Backbone:
-    """The frozen LLM, where the model's trainable parts train (``training.device``)."""
-    return check_training_device(load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs()),
+    """The frozen LLM at the model's ``layers``, where its trainable parts train (``training.device``)."""
+    return check_training_device(load_backbone(**BackboneParams.model_validate(backbone).loader_kwargs(params.layers)),
                                  params.training.device)

@@ -51,7 +51,7 @@ def train_adapter(
     examples = cutoff_examples(user_sequences, train_summaries, n_users, params.seed, what="trsr training examples")
 
     seed_everything(params.training.seed)
-    llm = load_backbone(**backbone_params.loader_kwargs())
+    llm = load_backbone(**backbone_params.loader_kwargs(params.layers))
     name = "trsr" if use_summary else "trsr_no_summary"
     config = RecommenderConfig(
         head="yes_no",
@@ -100,11 +100,11 @@ def score_trsr(
     """``trsr_scores`` / ``trsr_no_summary_scores``: p(Yes) of every shared candidate of the LLM user
     sample (``trsr.prompt_batch`` prompts per forward); where the prompt shows summaries, every
     evaluated (user, cutoff) must have one."""
-    prompt_batch = TRSRParams.model_validate(trsr).prompt_batch
+    params = TRSRParams.model_validate(trsr)
     eval_params, backbone_params = EvaluationParams.model_validate(evaluation), BackboneParams.model_validate(backbone)
     return adapter_scores(
-        adapter, load_backbone(**backbone_params.loader_kwargs()), user_sequences, item_catalog, user_summaries,
+        adapter, load_backbone(**backbone_params.loader_kwargs(params.layers)), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress, cache=score_cache,
-        prompt_batch=prompt_batch,
+        prompt_batch=params.prompt_batch,
     )[0]
