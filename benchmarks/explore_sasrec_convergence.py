@@ -15,7 +15,6 @@ every user) and the minutes of training and validation.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from llm_seqrec.evaluation.metrics import metrics_from_ranks
 from llm_seqrec.evaluation.scoring import score_table
 from llm_seqrec.params import EvaluationParams, SASRecParams, validate_section
 from llm_seqrec.training.id_model import train_sasrec
-from project import parameters  # benchmarks/ is the script's folder
+from project import append_row, parameters  # benchmarks/ is the script's folder
 
 
 def settings_with(overrides: list[str]) -> dict:
@@ -70,12 +69,7 @@ def main() -> None:
     row["scoring_seconds"] = round(time.perf_counter() - started, 1)
     print(row, flush=True)
     if args.out:
-        new = not args.out.is_file()
-        with args.out.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_row(args.out, row)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ conf/base's evaluation.exclude_seen (in early stopping too).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from llm_seqrec.llm.item_embeddings import ItemEmbeddingCache, ItemEmbeddingSett
 from llm_seqrec.models.sasrec_text import TextFusion
 from llm_seqrec.training.config import TrainingConfig
 from llm_seqrec.training.id_model import SASRecSettings, SASRecTextSettings, train_sasrec, train_sasrec_text
+from project import append_row  # benchmarks/ is the script's folder
 
 AMAZON_SASREC = dict(max_len=50, dropout=0.5)
 AMAZON_TRAINING = dict(epochs=200, batch_size=128, lr=0.002, patience=5, eval_every=1, eval_users=None, seed=42,
@@ -113,12 +113,7 @@ def main() -> None:
     for spec in args.trial:
         row = run_trial(spec, catalog, user_sequences, cache)
         if args.out:
-            new = not args.out.is_file()
-            with args.out.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(args.out, row)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ benchmark never reads or overwrites anything under the repository's data/."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import shutil
@@ -108,3 +109,13 @@ def timed_kedro_run(project: Path, options: list[str], log: Path | None = None) 
             elif match := COMPLETED.match(line):  # the full name, namespace included
                 node_seconds[match.group(1)] = now - node_started
     return time.perf_counter() - started, node_seconds, process.returncode, "".join(tail)
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One trial's ``row`` appended to the CSV at ``path`` (its header first when the file is new)."""
+    new = not path.is_file()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
