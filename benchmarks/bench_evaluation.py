@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         conf = OmegaConf.create(parameters()["sasrec"])
         config = SASRecConfig(n_items=n_items, max_len=conf.max_len, hidden_size=conf.hidden_size,
-                              num_blocks=conf.num_blocks, num_heads=conf.num_heads, dropout=conf.dropout)
+                              num_blocks=conf.num_blocks, num_heads=conf.num_heads)  # scored in eval mode: no dropout
         score_fn = sasrec_scorer(SASRec(config).eval())
     with torch.no_grad():
         dtype = score_fn([list(sequences["train_items"].iloc[0])]).dtype

@@ -64,6 +64,9 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("summarization.block_sise", 3, r"summarization\.block_sise: Extra inputs are not permitted"),
         ("sasrecc", {}, r"sasrecc: Extra inputs are not permitted"),
         ("sasrec.training.epochs", "many", r"sasrec\.training\.epochs: Input should be a valid integer"),
+        ("sasrec.dropout", 1.0, r"sasrec\.dropout\.constrained-float: Input should be less than 1"),
+        ("sasrec.dropout", -0.1, r"sasrec\.dropout\.constrained-float: Input should be greater than or equal to 0"),
+        ("sasrec_text.dropout", "sparse", r"sasrec_text\.dropout\.literal\['auto'\]: Input should be 'auto'"),
         ("laser.temperature", [0.05], r"laser\.temperature: Input should be a valid number"),
         ("summarization.block_size", 0, r"summarization\.block_size: Input should be greater than or equal to 1"),
         ("backbone.path", "/no/such/model", r"backbone\.path='/no/such/model' does not exist"),
@@ -91,6 +94,13 @@ def test_bad_configuration_is_refused_naming_the_key(key, value, message, tmp_pa
     value = value(tmp_path) if callable(value) else value
     with pytest.raises(ParameterError, match=message):
         validate_parameters(with_value(conf_parameters("base"), key, value))
+
+
+def test_sasrec_dropout_is_auto_by_default_and_a_number_is_kept():
+    parameters = conf_parameters("base")
+    p = validate_parameters(parameters)
+    assert p.sasrec.dropout == p.sasrec_text.dropout == "auto"  # sasrec_text shares the section (YAML anchor)
+    assert validate_parameters(with_value(parameters, "sasrec.dropout", 0.5)).sasrec.dropout == 0.5
 
 
 def test_more_negatives_than_a_csv_catalogue_holds(amazon_sample):

@@ -35,6 +35,8 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
     # Parameters, one per key; the same values kedro-mlflow logs on the parent run.
     assert model.data.params["sasrec.training.lr"] == parent.data.params["sasrec.training.lr"] == "0.002"
     assert model.data.params["sasrec.hidden_size"] == "32"
+    # The model as built: its artifact's config, `dropout: auto` resolved (the sparse Amazon sample: 0.5).
+    assert model.data.params["sasrec.dropout"] == "auto" and model.data.params["sasrec_model.config.dropout"] == "0.5"
     log = pd.read_parquet(layer_path(kedro_project, "08_reporting", "sasrec_training_log.parquet"))
     losses = [m.value for m in client.get_metric_history(model.info.run_id, "loss")]
     assert losses == pytest.approx(log["loss"].tolist()) and len(losses) == 3

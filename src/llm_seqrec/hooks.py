@@ -128,6 +128,9 @@ class MlflowTrackingHook:
         if not logs or any(name.endswith("_training_log") for name in inputs):
             return
         params = _flat({name.removeprefix("params:"): value for name, value in inputs.items() if name.startswith("params:")})
+        # The model as built (SASRec's `dropout: auto` resolved, say): each trained artifact's config.
+        params |= _flat({f"{name}.config": value["config"] for name, value in outputs.items()
+                         if isinstance(value, dict) and isinstance(value.get("config"), dict)})
         artifacts = {name: path for name in outputs if name not in logs and (path := _artifact_path(catalog, name))}
         from llm_seqrec.evaluation.report import training_cost  # torch and matplotlib: only when tracking
 

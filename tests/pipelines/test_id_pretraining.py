@@ -38,6 +38,7 @@ def test_id_pretraining_writes_its_catalog_entries(kedro_project, amazon_sample,
         "state_dict": load_file(versions[0] / "sasrec/model.safetensors"),
     }).eval()
     assert model.config.n_items == n_items and model.config.hidden_size == 32 and model.config.max_len == 50
+    assert model.config.dropout == 0.5  # `dropout: auto` on the sparse Amazon sample
 
     log = pd.read_parquet(data / "08_reporting/amazon-scientific/sasrec_training_log.parquet")
     assert log["epoch"].tolist() == [1, 2, 3] and log["metric"].between(0, 1).all()

@@ -1,15 +1,27 @@
-"""SASRec's training procedure without Kedro: the batches, the validation sample, the metric it stops on."""
+"""SASRec's training procedure without Kedro: the batches, the validation sample, the metric it stops on,
+the dropout ``auto`` resolves to."""
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import AMAZON
 
+from llm_seqrec.data.preparation import prepare_interactions
+from llm_seqrec.data.splitting import leave_one_out
 from llm_seqrec.evaluation.scoring import validation_metric
 from llm_seqrec.training import TrainingConfig
-from llm_seqrec.training.id_model import SASRecSettings, eval_user_sample, length_bucketed_batches, train_sasrec
+from llm_seqrec.training.id_model import (
+    SASRecSettings,
+    SASRecTextSettings,
+    auto_dropout,
+    eval_user_sample,
+    length_bucketed_batches,
+    train_sasrec,
+)
 
 N_ITEMS = 20
 
@@ -83,3 +95,36 @@ def test_sasrec_counts_users_and_validates_inside_epochs_where_configured():
     model.eval()
     valid = eval_user_sample(users, 32, 42)
     assert validation_metric(model, valid, batch_size=16) == pytest.approx(result.best_metric, abs=1e-12)
+
+
+def real_users(fmt: str, name: str, max_users: int | None = None) -> pd.DataFrame:
+    """``user_sequences`` of a real data set as data_processing builds them (the quick env: ``max_users`` 300)."""
+    paths = (AMAZON / "interactions.csv", AMAZON / "items.csv") if fmt == "csv" else (None, None)
+    table, _, _ = prepare_interactions(fmt, name, *paths, text_fields=None, k_core=None, min_user_interactions=3,
+                                       max_text_chars=2000, max_users=max_users, seed=42, n_negatives=1)
+    return leave_one_out(table)
+
+
+@pytest.mark.parametrize(("fmt", "name", "max_users", "dropout", "low", "high"), [
+    ("movielens", "ml-1m", None, 0.2, 160, 170),   # the default run's data: the SASRec paper's 0.2
+    ("movielens", "ml-1m", 300, 0.2, 160, 175),    # the quick env's 300 users
+    ("movielens", "ml-100k", None, 0.2, 100, 110),
+    ("csv", "amazon-scientific", None, 0.5, 4, 6),  # the shared Amazon set: the paper's 0.5 for sparse data
+])
+def test_auto_dropout_is_the_papers_by_density(fmt, name, max_users, dropout, low, high):
+    value, mean_items = auto_dropout(real_users(fmt, name, max_users))
+    assert value == dropout and low < mean_items < high
+
+
+def test_auto_dropout_is_resolved_into_the_model_and_logged_and_a_number_wins(caplog):
+    users = successor_users(40)  # 3-9 training items each: sparse
+    assert SASRecSettings().dropout == SASRecTextSettings().dropout == "auto"
+    with caplog.at_level(logging.INFO, logger="llm_seqrec.training.id_model"):
+        model, _ = train_sasrec(users, N_ITEMS, replace(settings(epochs=1), dropout="auto"))
+    assert model.config.dropout == 0.5 and model.to_artifact()["config"]["dropout"] == 0.5
+    assert model.embedding_dropout.p == 0.5 and model.blocks[0].dropout.p == 0.5
+    assert "sasrec: dropout auto = 0.5 (" in caplog.text
+    assert train_sasrec(users, N_ITEMS, replace(settings(epochs=1), dropout=0.3))[0].config.dropout == 0.3
+    # Dense users (50 training items each) resolve to 0.2.
+    dense = users.assign(train_items=[[(k % N_ITEMS) + 1 for k in range(u, u + 50)] for u in range(len(users))])
+    assert auto_dropout(dense) == (0.2, 50.0)
