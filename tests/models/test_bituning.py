@@ -116,6 +116,35 @@ def test_stage1_reencodes_the_targets_and_stage2_only_reads_the_cache(monkeypatc
     assert calls == []
 
 
+def test_sampled_negatives_encode_every_column_fresh_and_push_the_items_apart(monkeypatch):
+    net = build()
+    net.set_item_side_trainable(True)
+    net.refresh_items()
+    calls = []
+    original = net.encode_items
+    monkeypatch.setattr(net, "encode_items", lambda ids: calls.append(ids.tolist()) or original(ids))
+    negatives = torch.tensor([1, 7, 9])  # 7 is also a target: one column
+    loss = net.loss(**batch(), negatives=negatives)
+    columns = sorted({*TARGETS.tolist(), *negatives.tolist()})
+    assert calls == [columns]  # one fresh encoding of the targets and the negatives, no cached column
+    # The cross-entropy of each user's target among exactly those columns (plus the balance term).
+    users = net.encode_users(**{k: v for k, v in batch().items() if k != "target"})
+    logits = users.vectors @ original(torch.tensor(columns)).T / net.config.temperature
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([columns.index(t) for t in TARGETS.tolist()]))
+    torch.testing.assert_close(loss, expected + net.config.balance_weight * users.balance_loss)
+    # A column that is only a negative (item 1) gets a gradient too: the item side is pushed apart.
+    encoded = []
+
+    def keep(ids):
+        encoded.append(original(ids))
+        encoded[-1].retain_grad()
+        return encoded[-1]
+
+    monkeypatch.setattr(net, "encode_items", keep)
+    net.loss(**batch(), negatives=negatives).backward()
+    assert encoded[0].grad[columns.index(1)].abs().sum() > 0
+
+
 def test_refresh_reencodes_after_the_item_side_changed():
     net = build(prefix=False)
     first = net.refresh_items()

@@ -95,6 +95,36 @@ def test_stage2_reuses_the_cached_item_encodings(monkeypatch):
     assert not net.item_suffix.requires_grad
 
 
+@pytest.mark.parametrize("negatives", [None, 4])
+def test_stage1_negatives_go_to_stage_1_batches_only_seeded(monkeypatch, negatives):
+    seen = []
+
+    def run() -> pd.DataFrame:
+        ranker = tiny_laser()
+        original = ranker.net.loss
+
+        def loss(**batch):
+            seen.append((bool(ranker.net.item_suffix.requires_grad), batch.get("negatives")))
+            return original(**batch)
+
+        monkeypatch.setattr(ranker.net, "loss", loss)
+        return fit_stages(ranker, "laser", user_set(6), user_set(4), None, **schedule(), stage1_negatives=negatives)
+
+    log = run()
+    stage1 = [n for trainable, n in seen if trainable]
+    stage2 = [n for trainable, n in seen if not trainable]
+    assert stage1 and stage2 and all(n is None for n in stage2)
+    if negatives is None:
+        assert all(n is None for n in stage1)  # the default: no negatives drawn, the loss over every item
+    else:
+        assert all(n.shape == (negatives,) and 1 <= n.min() and n.max() <= N_ITEMS for n in stage1)
+        first = [n.clone() for _, n in seen if n is not None]
+        seen.clear()
+        pd.testing.assert_frame_equal(run().drop(columns=["seconds", "peak_rss_mb"]),
+                                      log.drop(columns=["seconds", "peak_rss_mb"]))
+        assert all(torch.equal(a, b) for a, b in zip(first, [n for _, n in seen if n is not None], strict=True))
+
+
 def test_a_finished_schedule_resumes_from_its_checkpoints_without_training(tmp_path, monkeypatch):
     first = tiny_laser()
     log = fit_stages(first, "laser", user_set(6), user_set(4), None, **schedule(tmp_path))

@@ -230,14 +230,20 @@ class BiTuning(nn.Module):
         scores[:, PAD] = float("-inf")
         return scores
 
-    def loss(self, prompt: torch.Tensor, length: torch.Tensor, target: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, prompt: torch.Tensor, length: torch.Tensor, target: torch.Tensor, history: torch.Tensor | None = None,
+             negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Contrastive loss over all items (temperature-scaled cosine, cross-entropy) plus the weighted
         load-balancing loss. While the item side trains, the targets' columns come from a fresh,
-        differentiable encoding; every other item from the cache."""
+        differentiable encoding; every other item from the cache. With ``negatives`` (item ids), over the
+        batch's targets and those items only, every column encoded fresh (stage 1's ``stage1_negatives``)."""
         users = self.encode_users(prompt, length, history)
-        return self._contrastive(users.vectors, target) + self.config.balance_weight * users.balance_loss
+        return self._contrastive(users.vectors, target, negatives) + self.config.balance_weight * users.balance_loss
 
-    def _contrastive(self, vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _contrastive(self, vectors: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+        if negatives is not None:  # a sampled softmax whose item side is pushed apart as well as pulled
+            columns = torch.unique(torch.cat([target, negatives]))
+            return F.cross_entropy(vectors @ self.encode_items(columns).T / self.config.temperature,
+                                   torch.searchsorted(columns, target))
         logits = vectors @ self.item_table()[1:].T
         if self.item_suffix.requires_grad:
             fresh = torch.unique(target)

@@ -34,6 +34,9 @@ class LaserModelParams(Strict):
     use_summary: bool = False  # LLM-TRSR summaries (user_summaries) in the prompt; training users = those summarised
     train_users: int | None = Field(128, ge=1)  # seeded users per epoch; None = every user
     stage1_epochs: int = Field(1, ge=0)  # the first epochs train the item side too (items re-encoded each epoch)
+    # Stage 1's loss: None = over every item (the batch's targets encoded fresh, the rest from the catalogue
+    # encoded at the epoch's start); N = over the batch's targets and N seeded random items, all fresh
+    stage1_negatives: int | None = Field(None, ge=1)
     item_batch_size: int = Field(64, ge=1)  # items per no-grad LLM pass when encoding the catalogue
     score_batch_size: int = Field(16, ge=1)  # users per no-grad LLM pass when validating and scoring
     training: TrainingConfig = TrainingConfig(epochs=3, batch_size=8, lr=1e-3, patience=2, eval_users=64)

@@ -69,7 +69,7 @@ def train_bituning(
     user_summaries: pd.DataFrame, aligned_item_embeddings: pd.DataFrame, *, prefix: bool, mformer: MFormerSettings,
     prompts: PromptConfig, n_suffix_tokens: int, rec_size: int, temperature: float, balance_weight: float,
     use_summary: bool, train_users: int | None, stage1_epochs: int, item_batch_size: int, score_batch_size: int,
-    training: TrainingConfig, exclude_seen: bool,
+    training: TrainingConfig, exclude_seen: bool, stage1_negatives: int | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Model ``name`` built (``prefix``: the M-Former over the frozen SASRec) and trained in its two
     stages; returns its adapter (trained weights + config) and its training log (both stages)."""
@@ -85,7 +85,7 @@ def train_bituning(
     valid = validation_users(user_sequences, user_prompts, summaries, training.eval_users, training.seed)
     ranker = BiTuningRanker(net, user_prompts, use_summary, llm.dtype_name, score_batch_size, item_batch_size)
     log = fit_stages(ranker, name, examples, valid, summaries, training=training, stage1_epochs=stage1_epochs,
-                     train_users=train_users, exclude_seen=exclude_seen)
+                     train_users=train_users, exclude_seen=exclude_seen, stage1_negatives=stage1_negatives)
     return net.to_artifact(prompts=prompts.to_dict(), use_summary=use_summary, **frozen), log.assign(backbone_dtype=llm.dtype_name)
 
 
@@ -126,15 +126,19 @@ def preference_tune_bituning(
 
 
 def fit_stages(ranker: BiTuningRanker, name: str, examples: UserSet, valid: UserSet, summaries: Summaries | None, *,
-               training: TrainingConfig, stage1_epochs: int, train_users: int | None, exclude_seen: bool) -> pd.DataFrame:
+               training: TrainingConfig, stage1_epochs: int, train_users: int | None, exclude_seen: bool,
+               stage1_negatives: int | None = None) -> pd.DataFrame:
     """Stage 1 (item side trainable, catalogue re-encoded per epoch), then stage 2 (items frozen), each
-    through the shared loop; returns the training log of both (``stage`` 1 and 2)."""
+    through the shared loop; returns the training log of both (``stage`` 1 and 2). ``stage1_negatives``
+    N: stage 1's loss over each batch's targets and N seeded random items, all encoded fresh (None: over
+    every item, the targets fresh and the rest from the catalogue encoded at the epoch's start)."""
     net, ranker = ranker.net, replace(ranker, progress=training.progress)
-    make_batches = _epoch_batches(ranker, examples, train_users, training.batch_size)
     # The prompts in the data fingerprint stand for the prompt settings and use_summary.
     run_config = {"model": net.config.to_dict(), "train_users": train_users, "exclude_seen": exclude_seen,
                   "data": data_fingerprint(examples.prompts, examples.histories, examples.targets, valid.prompts,
                                            valid.targets)}
+    if stage1_negatives is not None:  # absent by default, so earlier checkpoints still resume
+        run_config["stage1_negatives"] = stage1_negatives
     logs = []
     for stage, epochs in ((1, stage1_epochs), (2, training.epochs - stage1_epochs)):
         if epochs == 0:
@@ -142,6 +146,8 @@ def fit_stages(ranker: BiTuningRanker, name: str, examples: UserSet, valid: User
         net.set_item_side_trainable(stage == 1)
         # Stage 2 continues from stage 1's result, so its checkpoint is only valid for that start.
         start = weights_fingerprint(net.state_dict())
+        make_batches = _epoch_batches(ranker, examples, train_users, training.batch_size,
+                                      negatives=stage1_negatives if stage == 1 else None)
         result = fit(net, lambda model, batch: model.loss(**batch), make_batches,
                      _validator(ranker, valid, summaries, exclude_seen), replace(training, epochs=epochs),
                      f"{name}_stage{stage}", {**run_config, "stage": stage, "start": start})
@@ -196,10 +202,10 @@ def preference_candidates(examples: UserSet, n_items: int, k: int, seed: int) ->
 
 
 def _epoch_batches(ranker: BiTuningRanker, examples: UserSet, train_users: int | None, batch_size: int,
-                   extra: Mapping[str, torch.Tensor] | None = None):
+                   extra: Mapping[str, torch.Tensor] | None = None, negatives: int | None = None):
     """``make_batches`` for the shared loop: per epoch ``train_users`` seeded examples (all if None) in
     length-bucketed batches of ``batch_size``, in random order, each with the examples' targets and
-    their rows of every ``extra`` tensor."""
+    their rows of every ``extra`` tensor, and with ``negatives`` N, N seeded random item ids."""
     net = ranker.net
     id_max_len = net.frozen.id_model.config.max_len if net.frozen.id_model is not None else None
 
@@ -214,6 +220,8 @@ def _epoch_batches(ranker: BiTuningRanker, examples: UserSet, train_users: int |
             batch = collate_users([examples.prompts[r] for r in rows], [examples.histories[r] for r in rows], id_max_len)
             batch["target"] = torch.tensor([examples.targets[r] for r in rows], dtype=torch.long)
             batch.update({key: values[rows] for key, values in (extra or {}).items()})
+            if negatives is not None:
+                batch["negatives"] = torch.randint(1, net.config.n_items + 1, (negatives,), generator=generator)
             yield batch
 
     return make_batches
