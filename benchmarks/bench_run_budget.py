@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", help="configuration environment (repeatable); default: quick, then local")
     parser.add_argument("--pipelines", default="__default__")
     parser.add_argument("--budget", type=float, help="minutes; default 5 for quick, 30 for local, else none")
-    parser.add_argument("--keep", action="store_true", help="keep the project copies (their data/ and logs)")
+    parser.add_argument("--keep", action="store_true", help="keep the project copies (their data/, and each run's whole output in <env>.log)")
     args = parser.parse_args()
     envs = args.env or ["quick", "local"]
     stages = stage_of_nodes()
@@ -54,7 +54,8 @@ def main() -> None:
     try:
         for env in envs:
             project = copy_project(workdir / env)
-            seconds, nodes, code, tail = timed_kedro_run(project, [f"--env={env}", f"--pipelines={args.pipelines}"])
+            seconds, nodes, code, tail = timed_kedro_run(project, [f"--env={env}", f"--pipelines={args.pipelines}"],
+                                                         log=workdir / f"{env}.log" if args.keep else None)
             if code != 0:
                 print(tail)
                 raise SystemExit(f"kedro run --env={env} failed (exit {code})")

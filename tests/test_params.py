@@ -81,6 +81,8 @@ def not_a_gguf(tmp_path: Path) -> str:
         ("laser.ablations", {"laser_no_moe": {"layers": 40}, "laser_no_prefix": {}, "laser_no_stage1": {}},
          r"laser\.ablations\.laser_no_moe\.layers=40: the backbone has 30"),
         ("evaluation.zeroshot_layers", 31, r"evaluation\.zeroshot_layers=31: the backbone has 30"),
+        ("evaluation.llm_splits", [], r"evaluation\.llm_splits: .*must name at least one split"),
+        ("evaluation.llm_splits", ["train"], r"evaluation\.llm_splits\.0: Input should be 'valid' or 'test'"),
         ("evaluation.n_negatives", 5000, r"evaluation\.n_negatives=5000 distinct negatives .* at most 3883 items"),
         ("dmpo.negatives", 3883, r"dmpo\.negatives=3883 .* 'ml-1m'"),
         ("dmpo.train_dataset", {"format": "movielens", "name": "ml-100k"}, r"dmpo\.train_dataset is for dmpo_transfer"),
@@ -131,3 +133,26 @@ def test_a_sections_depth_wins_over_backbone_layers_and_summarization_keeps_ever
         params = ProjectParams.model_validate(with_value(conf_parameters(env), "backbone.layers", 4))
         assert params.summarization.layers == "all"  # generation: never truncated by backbone.layers
         assert params.backbone.loader_kwargs(params.summarization.layers)["layers"] is None
+
+
+def test_the_default_budget_cuts_depth_and_splits_where_measured_and_amazon_gpu_quick_keep_them():
+    from llm_seqrec.params import ProjectParams
+
+    full = {"summarization.layers": "all"}  # generation keeps every layer; every other section None = backbone.layers
+    for env in ("amazon", "gpu", "quick"):
+        params = ProjectParams.model_validate(conf_parameters(env))
+        assert {key: n for key, n in params.section_depths().items() if n is not None} == full, env
+        assert params.evaluation.llm_splits == ["valid", "test"], env
+    base = ProjectParams.model_validate(conf_parameters("base"))
+    assert base.evaluation.llm_splits == ["test"]  # the LLM models scored on test only in the default run
+    assert ProjectParams.model_validate(with_value(conf_parameters("base"), "evaluation.llm_splits", ["test", "valid", "test"])
+                                        ).evaluation.llm_splits == ["valid", "test"]
+    depths = base.section_depths()
+    cut = {key for key, n in depths.items() if n == 8}
+    assert cut == {"alignment.layers", "laser.layers", "fusion.layers", "laser.ablations.laser_no_moe.layers",
+                   "laser.ablations.laser_no_prefix.layers", "laser.ablations.laser_no_stage1.layers",
+                   "fusion.ablations.fusion_no_summary.layers", "fusion.ablations.fusion_no_aligned_ids.layers",
+                   "fusion.ablations.fusion_no_prefix.layers"}
+    assert {key: n for key, n in depths.items() if key not in cut} == {
+        "summarization.layers": "all", "trsr.layers": None, "dmpo.layers": None, "dmpo_transfer.layers": None,
+        "evaluation.zeroshot_layers": None}  # trsr lost 0.17 sampled NDCG@5 at 8 layers: the LoRA models keep all 30

@@ -37,6 +37,19 @@ def test_markdown_names_dataset_protocol_split_and_users_of_every_table():
     assert "| llm_zeroshot | 0.3000 |" in table and "| pop | 0.2000 |" in table
 
 
+def test_a_model_scored_on_the_test_split_only_is_named_and_left_out_of_the_valid_tables():
+    table = metrics()
+    table = table[~((table["model"] == "llm_zeroshot") & (table["split"] == "valid"))]  # evaluation.llm_splits: [test]
+    text = metrics_markdown(table, NO_COST, exclude_seen=False, n_negatives=20)
+    assert "**Scored on the test split only** (`evaluation.llm_splits`), so absent from the other's tables: `llm_zeroshot`." in text
+    sections = {h.split("\n")[0]: h for h in text.split("\n## ")[1:]}
+    valid = sections["ml-1m · sampled ranking · valid split · seeded user sample 'sample8' (n = 8)"]
+    test = sections["ml-1m · sampled ranking · test split · seeded user sample 'sample8' (n = 8)"]
+    assert "| llm_zeroshot |" not in valid and "| llm_zeroshot | 0.3000 |" in test and "| pop |" in valid
+    assert "split only" not in metrics_markdown(metrics(), NO_COST, exclude_seen=False, n_negatives=20)
+    assert "Scored on the test split only" in metrics_html(table, NO_COST, exclude_seen=False, n_negatives=20)
+
+
 def test_figure_panels_use_the_largest_user_set_every_model_is_reported_on():
     figure = metrics_figure(metrics())
     axes = figure.get_axes()

@@ -73,23 +73,30 @@ def test_evaluation_pipeline(kedro_project, amazon_sample):
     assert all(f"| {model} | {protocol} |" in examples
                for model, protocol in (("pop", "full"), ("sasrec", "full"), ("sasrec", "sampled"), ("llm_zeroshot", "sampled")))
 
-    # Run again: every score row comes from the score cache, the tables are the same and nothing is appended.
+    # Run again, the LLM scored on the test split only (the default run's evaluation.llm_splits): every score row
+    # comes from the score cache, nothing is appended, and the report names the model without valid rows.
     cache = data / "07_model_output" / "amazon-scientific" / "score_cache"
     parts = sorted(cache.glob("part-*.parquet"))
     assert parts
     lines = []  # Kedro's logging setup does not propagate to pytest's caplog: a handler of our own
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("llm_seqrec.evaluation.scoring")
-    logger.addHandler(handler)
+    loggers = [logging.getLogger(f"llm_seqrec.{name}") for name in ("evaluation.scoring", "pipelines.evaluation.nodes")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
-        run_kedro(kedro_project, ["evaluation"], params=params)
+        run_kedro(kedro_project, ["evaluation"], params={**params, "evaluation": {**params["evaluation"], "llm_splits": ["test"]}})
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
     assert sorted(cache.glob("part-*.parquet")) == parts
     assert f"llm_zeroshot test: {SAMPLE} of {SAMPLE} rows from the score cache" in lines
+    assert not [line for line in lines if line.startswith("llm_zeroshot valid")]
     assert f"popularity valid: {2 * len(sequences)} of {2 * len(sequences)} rows from the score cache" in lines
+    assert "Scored on the test split only (evaluation.llm_splits=['test']), so no metrics on the other: llm_zeroshot" in lines
     pd.testing.assert_frame_equal(pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "pop_scores.parquet"), pop)
     again = pd.read_parquet(data / "07_model_output" / "amazon-scientific" / "llm_zeroshot_scores.parquet")
-    pd.testing.assert_frame_equal(again, zeroshot)
-    pd.testing.assert_frame_equal(pd.read_csv(data / "08_reporting" / "metrics.csv"), metrics)
+    pd.testing.assert_frame_equal(again, zeroshot[zeroshot["split"] == "test"].reset_index(drop=True))
+    valid_llm = (metrics["model"] == "llm_zeroshot") & (metrics["split"] == "valid")
+    pd.testing.assert_frame_equal(pd.read_csv(data / "08_reporting" / "metrics.csv"), metrics[~valid_llm].reset_index(drop=True))
+    assert "**Scored on the test split only** (`evaluation.llm_splits`)" in (data / "08_reporting" / "metrics.md").read_text()

@@ -50,8 +50,22 @@ def _intro(metrics: pd.DataFrame, exclude_seen: bool, n_negatives: int) -> list[
         f"**sampled ranking**: the target ranked against {n_negatives} seeded negatives, the same for every model.",
         "Ties count half. A model appears under every user set it scored completely; LLM models score a "
         "seeded user sample, on which every other model is reported too.",
+        *_split_lines(metrics),
         *_dtype_lines(metrics),
     ]
+
+
+def one_split_models(metrics: pd.DataFrame) -> dict[str, list[str]]:
+    """Split -> the models with metrics on that split alone (``evaluation.llm_splits`` scored them there only)."""
+    splits = metrics.groupby("model", sort=True)["split"].agg(lambda s: sorted(set(s), key=SPLITS.index))
+    return {split: [m for m, scored in splits.items() if scored == [split]] for split in SPLITS
+            if any(scored == [split] for scored in splits)}
+
+
+def _split_lines(metrics: pd.DataFrame) -> list[str]:
+    """Which models have no rows on a split (scored on the other only, for time): a missing row is not a bad model."""
+    return [f"**Scored on the {split} split only** (`evaluation.llm_splits`), so absent from the other's tables: "
+            + ", ".join(f"`{m}`" for m in models) + "." for split, models in one_split_models(metrics).items()]
 
 
 def _dtype_lines(metrics: pd.DataFrame) -> list[str]:

@@ -44,21 +44,30 @@ class ScoreCache:
         self.store = PartsStore(folder, SCHEMA)
         self.folder = self.store.folder
         self._rows: dict[str, pd.DataFrame] = {}
+        self._keys: dict[str, set[str]] = {}  # each loaded scorer's keys, so appending never scans its rows
+        self._written: dict[str, list[pd.DataFrame]] = {}  # parts written since its rows were last put together
 
     def rows(self, fingerprint: str) -> pd.DataFrame:
         """The stored rows of scorer ``fingerprint``, indexed by key."""
         if fingerprint not in self._rows:
             self._rows[fingerprint] = self.store.read([("fingerprint", "=", fingerprint)]).set_index("key")
+            self._keys[fingerprint] = set(self._rows[fingerprint].index)
+        if self._written.get(fingerprint):
+            self._rows[fingerprint] = pd.concat([self._rows[fingerprint], *self._written.pop(fingerprint)])
         return self._rows[fingerprint]
 
     def append(self, frame: pd.DataFrame) -> None:
         """Persist the rows of ``frame`` (``key``, ``fingerprint`` and the score columns) whose keys are new,
         one part per scorer, each written atomically."""
         for fingerprint, group in frame.groupby("fingerprint", sort=False):
-            known = self.rows(str(fingerprint))
-            new = group[~group["key"].isin(known.index)].drop_duplicates("key")
+            fingerprint = str(fingerprint)
+            if fingerprint not in self._keys:
+                self.rows(fingerprint)
+            keys = self._keys[fingerprint]
+            new = group[[key not in keys for key in group["key"]]].drop_duplicates("key")
             if not new.empty:
-                self._rows[str(fingerprint)] = pd.concat([known, self.store.write(new).set_index("key")])
+                self._written.setdefault(fingerprint, []).append(self.store.write(new).set_index("key"))
+                keys.update(new["key"])
 
     def __len__(self) -> int:
         return len(self.to_frame())

@@ -110,10 +110,12 @@ def _chunks(n: int, batch_size: int | None) -> list[range]:
 
 
 def _split_rows(model, split, exclude_seen, summaries, batch_size, progress, desc, frame, candidates,
-                on_chunk: OnChunk = None) -> list[pd.DataFrame]:
-    """One split's score rows of ``frame``'s users (and ``candidates``' rows), as without a cache."""
+                on_chunk: OnChunk = None, queries: Queries | None = None) -> list[pd.DataFrame]:
+    """One split's score rows of ``frame``'s users (and ``candidates``' rows), as without a cache; a full
+    ranker takes ``queries`` (``frame``'s, already checked) where given."""
     if isinstance(model, FullRanker):
-        return _full_ranker_rows(model, frame, candidates, split, exclude_seen, summaries, batch_size, progress, desc, on_chunk)
+        return _full_ranker_rows(model, frame, candidates, split, exclude_seen, summaries, batch_size, progress, desc, on_chunk,
+                                 queries)
     return [_candidate_rows(model, frame, candidates, split, summaries, batch_size, progress, desc, on_chunk)]
 
 
@@ -149,12 +151,13 @@ def _cached_split_rows(cache: ScoreCache, fingerprint: str, model, split, exclud
     def append(tables: list[pd.DataFrame]) -> None:
         cache.append(pd.concat(keyed(tables), ignore_index=True).assign(fingerprint=fingerprint))
 
-    todo_frame = frame[frame["user_idx"].isin(missing)].reset_index(drop=True) if full else frame
+    todo_rows = [row for row, user in enumerate(queries.users) if user in missing]
+    todo_frame = frame.iloc[todo_rows].reset_index(drop=True) if full else frame
     todo_candidates = candidates[candidates["user_idx"].isin(missing)].reset_index(drop=True) if candidates is not None else None
     scored = []
     if missing:
         scored = _split_rows(model, split, exclude_seen, summaries, batch_size, progress, desc, todo_frame, todo_candidates,
-                             on_chunk=append)
+                             on_chunk=append, queries=queries.take(todo_rows) if full else None)
         if n_cached == 0:
             return scored  # nothing was cached: the tables as scoring without a cache makes them
     tables = []
@@ -170,8 +173,8 @@ def _cached_split_rows(cache: ScoreCache, fingerprint: str, model, split, exclud
 
 
 def _full_ranker_rows(model, frame, candidates, split, exclude_seen, summaries, batch_size, progress, desc,
-                      on_chunk: OnChunk = None) -> list[pd.DataFrame]:
-    queries = queries_at(frame, split, summaries, what=desc)
+                      on_chunk: OnChunk = None, queries: Queries | None = None) -> list[pd.DataFrame]:
+    queries = queries if queries is not None else queries_at(frame, split, summaries, what=desc)
     chunks = _chunks(len(queries), batch_size)
     row_of = pd.Series(np.arange(len(frame)), index=frame["user_idx"].to_numpy())
     full_tables, scored, chunk_candidates = [], [], []

@@ -61,6 +61,9 @@ class EvaluationParams(Strict):
     ks: list[int] = [1, 5, 10, 20, 100]
     exclude_seen: bool = False  # full ranking: drop the user's input items from the ranking
     llm_user_sample: int | None = Field(200, ge=1)  # users scored by LLM models; None = all
+    # The splits every model with a frozen LLM is scored on (the ID models and popularity: always both); a model
+    # without valid rows has no valid metrics. Its own early stopping validates on the valid split either way.
+    llm_splits: list[Literal["valid", "test"]] = ["valid", "test"]
     zeroshot_recent_items: int = Field(10, ge=1)
     zeroshot_length_normalize: bool = True  # mean log-likelihood per title token instead of the sum
     zeroshot_layers: SectionDepth = None  # the frozen LLM's depth for llm_zeroshot: N, all, or None = backbone.layers
@@ -73,6 +76,12 @@ class EvaluationParams(Strict):
         if not ks or min(ks) < 1:
             raise ValueError("evaluation.ks must be positive cut-offs, e.g. [1, 5, 10, 20, 100]")
         return sorted(set(ks))
+
+    @field_validator("llm_splits")
+    def _some_split(cls, splits: list[str]) -> list[str]:
+        if not splits:
+            raise ValueError("evaluation.llm_splits must name at least one split: [valid, test], [test] or [valid]")
+        return [split for split in ("valid", "test") if split in splits]  # SPLITS' order, each once
 
 
 class BackboneParams(Strict):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Literal
 
@@ -25,6 +25,7 @@ from pydantic import ConfigDict
 
 from llm_seqrec.data.fingerprint import data_fingerprint, weights_fingerprint
 from llm_seqrec.data.negatives import interacted_pairs, sample_negatives
+from llm_seqrec.data.schema import SPLITS
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import score_table, validation_metric
 from llm_seqrec.llm.backbone import Backbone
@@ -92,13 +93,14 @@ def train_bituning(
 def score_bituning(adapter: dict, llm: Backbone, user_sequences: pd.DataFrame, item_catalog: pd.DataFrame,
                    eval_candidates: pd.DataFrame, sasrec_model: dict, user_summaries: pd.DataFrame,
                    aligned_item_embeddings: pd.DataFrame, *, users, exclude_seen: bool, item_batch_size: int,
-                   score_batch_size: int, progress: bool, desc: str, cache: ScoreCache | None = None) -> pd.DataFrame:
-    """The adapter's ``<model>_scores`` for ``users``: full ranking and sampled candidates, both splits.
+                   score_batch_size: int, progress: bool, desc: str, cache: ScoreCache | None = None,
+                   splits: Sequence[str] = SPLITS) -> pd.DataFrame:
+    """The adapter's ``<model>_scores`` for ``users``: full ranking and sampled candidates on ``splits``.
     All users (those ``cache`` lacks) go to the model in one call, which batches them by prompt length."""
     ranker = restore(adapter, llm, item_catalog, sasrec_model, aligned_item_embeddings, batch_size=score_batch_size,
                      item_batch_size=item_batch_size, progress=progress)
     return score_table(ranker, user_sequences, eval_candidates, exclude_seen=exclude_seen, users=users,
-                       summaries=summaries_by_cutoff(user_summaries, ranker.use_summary), batch_size=None,
+                       summaries=summaries_by_cutoff(user_summaries, ranker.use_summary), splits=splits, batch_size=None,
                        progress=progress, desc=desc, cache=cache)
 
 

@@ -17,6 +17,7 @@ import torch
 
 from llm_seqrec.data.leakage import check_inputs_precede_targets
 from llm_seqrec.data.negatives import sample_negatives
+from llm_seqrec.data.schema import SPLITS
 from llm_seqrec.evaluation.protocol import llm_user_sample
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import ROW_CHUNK, Summaries, score_table, validation_metric
@@ -203,8 +204,9 @@ def adapter_scores(
     progress: bool = False,
     cache: ScoreCache | None = None,
     prompt_batch: PromptBatch = PromptBatch(),
+    splits: Sequence[str] = SPLITS,
 ) -> tuple[pd.DataFrame, str]:
-    """A LoRA recommender artifact's score table (sampled protocol, both splits, the LLM user sample of
+    """A LoRA recommender artifact's score table (sampled protocol, ``splits``, the LLM user sample of
     ``sample`` users; prompts as the adapter was trained) and its model name. With ``every_summary``
     and a prompt that shows summaries, every evaluated (user, cutoff) must have one. ``prompt_batch``:
     prompts per forward (float rounding only, so the score cache's rows serve any value)."""
@@ -212,8 +214,8 @@ def adapter_scores(
     users = llm_user_sample(user_sequences, sample, sample_seed)
     summaries = summaries_by_cutoff(user_summaries)
     if every_summary and model.config.prompt.use_summary:
-        require_summaries(summaries, eval_candidates, users)
+        require_summaries(summaries, eval_candidates[eval_candidates["split"].isin(list(splits))], users)
     name = model.config.meta["model"]
-    table = score_table(model, user_sequences, eval_candidates, users=users, summaries=summaries, batch_size=ROW_CHUNK,
-                        progress=progress, desc=name, cache=cache)
+    table = score_table(model, user_sequences, eval_candidates, users=users, summaries=summaries, splits=splits,
+                        batch_size=ROW_CHUNK, progress=progress, desc=name, cache=cache)
     return table, name

@@ -88,7 +88,7 @@ def score_ra_rec(
     backbone: dict,
     evaluation: dict,
 ) -> pd.DataFrame:
-    """``ra_rec_scores``: on the LLM user sample, both splits, full ranking over all items and the
+    """``ra_rec_scores``: on the LLM user sample, ``evaluation.llm_splits``, full ranking over all items and the
     sampled protocol on ``eval_candidates`` (one LLM pass per user and split serves both; the model
     passes ``eval_batch_size`` users at a time, then ranks them all at once)."""
     params = validate_section(AlignmentParams, alignment)
@@ -97,4 +97,4 @@ def score_ra_rec(
     model = load_ra_rec(aligner_model, llm, item_catalog, params.eval_batch_size, eval_params.progress)
     users = llm_user_sample(user_sequences, eval_params.llm_user_sample, eval_params.seed)
     return score_table(model, user_sequences, eval_candidates, exclude_seen=eval_params.exclude_seen, users=users,
-                       desc="ra_rec queries", cache=score_cache)
+                       splits=eval_params.llm_splits, desc="ra_rec queries", cache=score_cache)

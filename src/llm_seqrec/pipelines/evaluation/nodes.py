@@ -12,7 +12,7 @@ from llm_seqrec.evaluation.protocol import cold_item_metrics, evaluation_user_se
 from llm_seqrec.evaluation.example_users import example_users_markdown
 from llm_seqrec.evaluation.figures import figure_png, learning_curves_figure, metrics_figure
 from llm_seqrec.evaluation.paired import paired_tests
-from llm_seqrec.evaluation.report import metrics_html, metrics_markdown, training_cost
+from llm_seqrec.evaluation.report import metrics_html, metrics_markdown, one_split_models, training_cost
 from llm_seqrec.evaluation.score_cache import ScoreCache
 from llm_seqrec.evaluation.scoring import ROW_CHUNK, score_table
 from llm_seqrec.llm.backbone import load_backbone
@@ -43,7 +43,7 @@ def score_llm_zeroshot(
     evaluation: dict,
     backbone: dict,
 ) -> pd.DataFrame:
-    """``llm_zeroshot_scores``: the frozen LLM, sampled protocol, both splits, the LLM user sample."""
+    """``llm_zeroshot_scores``: the frozen LLM, sampled protocol, ``evaluation.llm_splits``, the LLM user sample."""
     params = EvaluationParams.model_validate(evaluation)
     backbone_params = BackboneParams.model_validate(backbone)
     model = ZeroShotLLM(
@@ -53,8 +53,8 @@ def score_llm_zeroshot(
         length_normalize=params.zeroshot_length_normalize,
     )
     users = llm_user_sample(user_sequences, params.llm_user_sample, params.seed)
-    return score_table(model, user_sequences, eval_candidates, users=users, batch_size=ROW_CHUNK, progress=params.progress,
-                       desc="llm_zeroshot", cache=score_cache)
+    return score_table(model, user_sequences, eval_candidates, users=users, splits=params.llm_splits, batch_size=ROW_CHUNK,
+                       progress=params.progress, desc="llm_zeroshot", cache=score_cache)
 
 
 def compute_metrics(
@@ -72,7 +72,11 @@ def compute_metrics(
         logger.warning("Not scored yet, so not in metrics.csv (run their stage first): %s", ", ".join(unscored))
     scored, name = _scored_models(score_tables), DatasetParams.model_validate(dataset).name
     rows = [metrics_table(scored, name, params.ks, user_sets), cold_item_metrics(scored, name, params.ks, user_sequences)]
-    return pd.concat([r for r in rows if not r.empty], ignore_index=True)
+    metrics = pd.concat([r for r in rows if not r.empty], ignore_index=True)
+    for split, models in one_split_models(metrics).items():
+        logger.info("Scored on the %s split only (evaluation.llm_splits=%s), so no metrics on the other: %s", split,
+                    params.llm_splits, ", ".join(models))
+    return metrics
 
 
 def compare_pairs(

@@ -192,7 +192,7 @@ def score_dmpo(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Dat
         adapter, load_backbone(**backbone_params.loader_kwargs(params.layers)), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=False, progress=eval_params.progress, cache=score_cache,
-        prompt_batch=params.prompt_batch,
+        prompt_batch=params.prompt_batch, splits=eval_params.llm_splits,
     )
     return table.assign(model=name)
 
@@ -225,8 +225,8 @@ def few_shot_sweep(training_examples, training_items, user_sequences, item_catal
 def _scores(model: LLMRecommender, context: _Context, name: str, cache: ScoreCache) -> pd.DataFrame:
     """A trained (not saved) model's score table, columns as ``dmpo_few_shot_scores`` has them."""
     table = score_table(model, context.user_sequences, context.eval_candidates, users=context.llm_users(),
-                        summaries=context.summaries, batch_size=ROW_CHUNK, progress=context.evaluation.progress,
-                        desc=name, cache=cache)
+                        summaries=context.summaries, splits=context.evaluation.llm_splits, batch_size=ROW_CHUNK,
+                        progress=context.evaluation.progress, desc=name, cache=cache)
     return table.assign(model=name)[[*SCORE_COLUMNS, "model", "backbone_dtype"]]
 
 

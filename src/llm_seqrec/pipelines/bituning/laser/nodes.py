@@ -35,14 +35,14 @@ def score_laser(adapter: dict, user_sequences: pd.DataFrame, item_catalog: pd.Da
                 sasrec_model: dict, sasrec_text_model: dict, user_summaries: pd.DataFrame,
                 aligned_item_embeddings: pd.DataFrame, score_cache: ScoreCache, laser: dict, evaluation: dict, backbone: dict, *, model: str,
                 family: str = "laser") -> pd.DataFrame:
-    """``<model>_scores``: full ranking and sampled candidates, both splits, the LLM user sample."""
+    """``<model>_scores``: full ranking and sampled candidates, ``evaluation.llm_splits``, the LLM user sample."""
     params = BITUNING_FAMILIES[family].model_validate(laser).model(model)
     ev = EvaluationParams.model_validate(evaluation)
     return score_bituning(
         adapter, _backbone(backbone, params), user_sequences, item_catalog, eval_candidates,
         _id_model(params, sasrec_model, sasrec_text_model), user_summaries, aligned_item_embeddings, users=llm_user_sample(user_sequences, ev.llm_user_sample, ev.seed),
         exclude_seen=ev.exclude_seen, item_batch_size=params.item_batch_size, score_batch_size=params.score_batch_size,
-        progress=ev.progress, desc=model, cache=score_cache,
+        progress=ev.progress, desc=model, cache=score_cache, splits=ev.llm_splits,
     )
 
 

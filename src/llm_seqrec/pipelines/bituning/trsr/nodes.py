@@ -106,5 +106,5 @@ def score_trsr(
         adapter, load_backbone(**backbone_params.loader_kwargs(params.layers)), user_sequences, item_catalog, user_summaries,
         eval_candidates, max_item_chars=backbone_params.max_item_chars, sample=eval_params.llm_user_sample,
         sample_seed=eval_params.seed, every_summary=True, progress=eval_params.progress, cache=score_cache,
-        prompt_batch=params.prompt_batch,
+        prompt_batch=params.prompt_batch, splits=eval_params.llm_splits,
     )[0]
