@@ -48,3 +48,13 @@ def test_a_trained_model_is_a_nested_mlflow_run_and_the_parameter_turns_tracking
 
     run_kedro(kedro_project, ["id_pretraining"], {**params, "tracking": {"mlflow": False}})
     assert len(client.search_runs([experiment.experiment_id])) == 3  # nothing logged with tracking off
+
+
+def test_parameter_keys_lose_the_characters_mlflow_refuses():
+    from mlflow.utils.validation import validate_param_and_metric_name
+
+    from llm_seqrec.hooks import _flat
+
+    flat = _flat({"aligner_model.config": {"best_valid_ndcg@10": 0.01, "dims": {"id": 64}}, "lr": 0.001})
+    assert flat == {"aligner_model.config.best_valid_ndcg_10": "0.01", "aligner_model.config.dims.id": "64", "lr": "0.001"}
+    assert all(validate_param_and_metric_name(key) for key in flat)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from typing import Any
 
 import pandas as pd
@@ -182,15 +183,20 @@ class MlflowTrackingHook:
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
-    """Nested parameter sections as ``a.b.c`` keys, values as strings within MLflow's length limit."""
+    """Nested parameter sections as ``a.b.c`` keys, values as strings within MLflow's length limit; a
+    character MLflow refuses in a key (an artifact config's ``best_valid_ndcg@10``) becomes ``_``."""
     flat = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
+        name = _MLFLOW_KEY_REFUSED.sub("_", f"{prefix}{key}")
         if isinstance(value, dict) and value:
             flat.update(_flat(value, f"{name}."))
         else:
             flat[name] = str(value)[:6000]
     return flat
+
+
+# MLflow keys: alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
+_MLFLOW_KEY_REFUSED = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 def _finite(value: Any) -> bool:
