@@ -139,9 +139,10 @@ def test_the_default_budget_cuts_depth_and_splits_where_measured_and_amazon_gpu_
     from llm_seqrec.params import ProjectParams
 
     full = {"summarization.layers": "all"}  # generation keeps every layer; every other section None = backbone.layers
-    for env in ("amazon", "gpu", "quick"):
+    # amazon's laser is its research budget at 8 layers (README "Laser on every user"); its ablations keep full depth
+    for env, cut in (("amazon", {"laser.layers": 8}), ("gpu", {}), ("quick", {})):
         params = ProjectParams.model_validate(conf_parameters(env))
-        assert {key: n for key, n in params.section_depths().items() if n is not None} == full, env
+        assert {key: n for key, n in params.section_depths().items() if n is not None} == full | cut, env
         assert params.evaluation.llm_splits == ["valid", "test"], env
     base = ProjectParams.model_validate(conf_parameters("base"))
     assert base.evaluation.llm_splits == ["test"]  # the LLM models scored on test only in the default run
