@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from llm_seqrec.data.schema import SPLITS
 from llm_seqrec.llm.backbone import SectionDepth, section_layers
 from llm_seqrec.llm.model_files import decoder_layers, resolve_model_files
 from llm_seqrec.params.base import Strict
@@ -81,7 +82,7 @@ class EvaluationParams(Strict):
     def _some_split(cls, splits: list[str]) -> list[str]:
         if not splits:
             raise ValueError("evaluation.llm_splits must name at least one split: [valid, test], [test] or [valid]")
-        return [split for split in ("valid", "test") if split in splits]  # SPLITS' order, each once
+        return [split for split in SPLITS if split in splits]  # SPLITS' order, each once
 
 
 class BackboneParams(Strict):
